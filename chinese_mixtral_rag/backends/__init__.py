@@ -1,0 +1,87 @@
+"""Backends and the one process-wide cache of loaded models.
+
+Building many chat objects over the same weights is cheap: the first use loads the model, later
+ones (same backend, path and load options) get the same loaded object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any, Literal
+
+from chinese_mixtral_rag.backends.base import Backend, SamplingParams
+
+BackendName = Literal["llama_cpp", "transformers"]
+
+__all__ = [
+    "Backend",
+    "BackendName",
+    "SamplingParams",
+    "clear_cache",
+    "infer_backend",
+    "load_backend",
+]
+
+_cache: dict[Hashable, Backend] = {}
+_cache_lock = threading.Lock()
+_load_locks: dict[Hashable, threading.Lock] = {}
+
+
+def infer_backend(model_path: str | None, model: str | None) -> BackendName:
+    """``*.gguf`` files run on llama.cpp; checkpoint directories and hub ids on transformers."""
+    if model_path is not None:
+        path = Path(model_path).expanduser()
+        if path.suffix.lower() == ".gguf" or path.is_file():
+            return "llama_cpp"
+        return "transformers"
+    return "transformers" if model is not None else "llama_cpp"
+
+
+def _key(name: BackendName, source: str, options: dict[str, Any]) -> Hashable:
+    def freeze(value: Any) -> Hashable:
+        if isinstance(value, dict):
+            return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+        if isinstance(value, list):
+            return tuple(freeze(v) for v in value)
+        return value  # type: ignore[no-any-return]
+
+    resolved = (
+        str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
+    )
+    return (name, resolved, freeze(options))
+
+
+def load_backend(name: BackendName, source: str, **options: Any) -> Backend:
+    """Load (once per process) the model at ``source`` with ``options`` on backend ``name``."""
+    key = _key(name, source, options)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+        lock = _load_locks.setdefault(key, threading.Lock())
+    with lock:
+        with _cache_lock:
+            if key in _cache:
+                return _cache[key]
+        backend: Backend
+        if name == "llama_cpp":
+            from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
+
+            backend = LlamaCppBackend.load(source, **options)
+        elif name == "transformers":
+            from chinese_mixtral_rag.backends.transformers import TransformersBackend
+
+            backend = TransformersBackend.load(source, **options)
+        else:
+            raise ValueError(f"Unknown backend {name!r}: use 'llama_cpp' or 'transformers'.")
+        with _cache_lock:
+            _cache[key] = backend
+        return backend
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (they are freed once nothing else refers to them)."""
+    with _cache_lock:
+        _cache.clear()
+        _load_locks.clear()

@@ -1,0 +1,210 @@
+"""ChineseMixtralChat: a LangChain chat model over local Chinese-Mixtral-Instruct weights."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+
+from chinese_mixtral_rag.chat_template import (
+    format_turns,
+    normalize_turns,
+    render_prompt,
+)
+from chinese_mixtral_rag.errors import PromptError
+from chinese_mixtral_rag.generation import Completion
+from chinese_mixtral_rag.local_model import PROVIDER, LocalModel, iterate_in_thread
+
+
+class ChineseMixtralChat(LocalModel, BaseChatModel):
+    """Chinese-Mixtral-Instruct as a LangChain chat model, on llama.cpp or transformers.
+
+    The prompt is the exact Mixtral-Instruct format (``<s>[INST] user [/INST]answer</s>...``) with
+    exactly one BOS; system messages are folded into the first user turn instead of being
+    dropped. Weights load on first use, once per process.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install 'chinese-mixtral-rag[llama-cpp]'      # GGUF files
+            pip install 'chinese-mixtral-rag[transformers]'   # Hugging Face checkpoints
+            export CMR_MODEL_PATH=~/models/chinese-mixtral-instruct-q4_k.gguf   # optional
+
+    Instantiate:
+        .. code-block:: python
+
+            from chinese_mixtral_rag import ChineseMixtralChat
+
+            chat = ChineseMixtralChat(model_path="chinese-mixtral-instruct-q4_k.gguf")
+            chat = ChineseMixtralChat(
+                backend="transformers", model="hfl/chinese-mixtral-instruct", load_in_4bit=True
+            )
+
+    Invoke:
+        .. code-block:: python
+
+            messages = [("system", "你是一个乐于助人的助手。"), ("human", "介绍一下混合专家模型")]
+            reply = chat.invoke(messages)
+            reply.content, reply.usage_metadata, reply.response_metadata["finish_reason"]
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in chat.stream(messages, stop=["\\n\\n"]):
+                print(chunk.content, end="", flush=True)
+
+    Async:
+        .. code-block:: python
+
+            reply = await chat.ainvoke(messages)
+            async for chunk in chat.astream(messages):
+                ...
+    """
+
+    chat_template: str | None = None
+    """None: the official Mixtral-Instruct format. "model": the Jinja template stored in the GGUF
+    or tokenizer_config.json. Any other string: a Jinja chat template."""
+
+    streaming: bool = False
+    """Whether ``invoke`` streams internally (same result; kept for LangChain compatibility)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "chinese-mixtral-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "backend": self.resolved_backend(),
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=kwargs.get("model") or self.model_name,
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stops := stop or kwargs.get("stop") or self.stop:
+            params["ls_stop"] = list(stops)
+        return params
+
+    def render(self, messages: Sequence[BaseMessage]) -> str:
+        """The prompt text the model sees for ``messages`` (useful for debugging)."""
+        template = self.chat_template
+        if template == "model":
+            template = self.get_backend().chat_template
+            if template is None:
+                raise PromptError(
+                    "chat_template='model' but the model stores no chat template; leave "
+                    "chat_template unset to use the official Mixtral-Instruct format."
+                )
+        return render_prompt(messages, template=template)
+
+    def prompt_ids(self, messages: Sequence[BaseMessage]) -> list[int]:
+        """Token ids of the rendered prompt; ``<s>`` in the text is the one BOS."""
+        return self.get_backend().tokenize(self.render(messages), add_bos=False, special=True)
+
+    def get_num_tokens(self, text: str) -> int:
+        return self.count_tokens(text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Tokens of the conversation as rendered (it may end on either role)."""
+        text = format_turns(normalize_turns(messages, require_user_last=False))
+        return len(self.get_backend().tokenize(text, add_bos=False, special=True))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        completion = Completion(prompt_tokens=0)
+        prompt_ids = self.prompt_ids(messages)
+        pieces = self._stream_completion(
+            prompt_ids, stop, kwargs, strip_leading_space=True, completion=completion
+        )
+        for piece in pieces:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        final = self._final_chunk(completion)
+        if run_manager:
+            run_manager.on_llm_new_token("", chunk=final)
+        yield final
+
+    def _final_chunk(self, completion: Completion) -> ChatGenerationChunk:
+        """The last chunk: usage, model name and finish reason, exactly once per response."""
+        usage = UsageMetadata(
+            input_tokens=completion.prompt_tokens,
+            output_tokens=completion.completion_tokens,
+            total_tokens=completion.prompt_tokens + completion.completion_tokens,
+        )
+        metadata = {
+            "model_name": self.model_name,
+            "model_provider": PROVIDER,
+            "finish_reason": completion.finish_reason,
+        }
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=usage,
+                response_metadata=metadata,
+                chunk_position="last",
+            ),
+            generation_info={"finish_reason": completion.finish_reason},
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        chunks = iterate_in_thread(lambda: self._stream(messages, stop, None, **kwargs))
+        async for chunk in chunks:
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        final: ChatGenerationChunk | None = None
+        async for chunk in self._astream(messages, stop, run_manager, **kwargs):
+            final = chunk if final is None else final + chunk
+        assert final is not None  # _stream always yields the final chunk
+        return generate_from_stream(iter([final]))

@@ -1,0 +1,29 @@
+"""Exceptions with messages that say what failed and what to do about it."""
+
+from __future__ import annotations
+
+
+class ChineseMixtralError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class ModelLoadError(ChineseMixtralError):
+    """A model file or checkpoint is missing, corrupt, or of an unsupported kind."""
+
+
+class MissingDependencyError(ChineseMixtralError, ImportError):
+    """An optional backend library is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package, which is not installed. "
+            f"Install it with: pip install 'chinese-mixtral-rag[{extra}]'"
+        )
+
+
+class PromptError(ChineseMixtralError, ValueError):
+    """The conversation cannot be rendered into a Mixtral-Instruct prompt."""
+
+
+class ContextLengthError(ChineseMixtralError, ValueError):
+    """Prompt plus requested new tokens do not fit in the model's context window."""

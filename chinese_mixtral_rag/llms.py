@@ -1,0 +1,150 @@
+"""ChineseMixtral: plain text completion with the Chinese-Mixtral base model (no chat template)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseLLM
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+
+from chinese_mixtral_rag.generation import Completion
+from chinese_mixtral_rag.local_model import PROVIDER, LocalModel, iterate_in_thread
+
+
+class ChineseMixtral(LocalModel, BaseLLM):
+    """The Chinese-Mixtral base model as a LangChain LLM: text in, continuation out.
+
+    The prompt is tokenized literally (``<s>`` written in it is text, not BOS) after one BOS, and
+    the continuation keeps its leading space so that ``prompt + output`` reads correctly.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install 'chinese-mixtral-rag[llama-cpp]'
+
+    Instantiate:
+        .. code-block:: python
+
+            from chinese_mixtral_rag import ChineseMixtral
+
+            llm = ChineseMixtral(model_path="chinese-mixtral-q4_k.gguf", max_tokens=128)
+
+    Invoke:
+        .. code-block:: python
+
+            llm.invoke("中国的首都是")
+
+    Stream:
+        .. code-block:: python
+
+            for piece in llm.stream("从前有座山，", stop=["。"]):
+                print(piece, end="", flush=True)
+    """
+
+    @property
+    def _llm_type(self) -> str:
+        return "chinese-mixtral"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "backend": self.resolved_backend(),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=kwargs.get("model") or self.model_name,
+            ls_model_type="llm",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stops := stop or self.stop:
+            params["ls_stop"] = list(stops)
+        return params
+
+    def get_num_tokens(self, text: str) -> int:
+        return self.count_tokens(text)
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        completion = Completion(prompt_tokens=0)
+        prompt_ids = self.get_backend().tokenize(prompt, add_bos=True, special=False)
+        pieces = self._stream_completion(
+            prompt_ids, stop, kwargs, strip_leading_space=False, completion=completion
+        )
+        for piece in pieces:
+            chunk = GenerationChunk(text=piece)
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        yield GenerationChunk(
+            text="",
+            generation_info={
+                "finish_reason": completion.finish_reason,
+                "model_name": self.model_name,
+                "usage": {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+                },
+            },
+        )
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations: list[list[Generation]] = []
+        for prompt in prompts:
+            final: GenerationChunk | None = None
+            for chunk in self._stream(prompt, stop, run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            assert final is not None
+            generations.append([Generation(text=final.text, generation_info=final.generation_info)])
+        return LLMResult(generations=generations, llm_output={"model_name": self.model_name})
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        chunks = iterate_in_thread(lambda: self._stream(prompt, stop, None, **kwargs))
+        async for chunk in chunks:
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations: list[list[Generation]] = []
+        for prompt in prompts:
+            final: GenerationChunk | None = None
+            async for chunk in self._astream(prompt, stop, run_manager, **kwargs):
+                final = chunk if final is None else final + chunk
+            assert final is not None
+            generations.append([Generation(text=final.text, generation_info=final.generation_info)])
+        return LLMResult(generations=generations, llm_output={"model_name": self.model_name})

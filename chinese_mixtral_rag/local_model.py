@@ -1,0 +1,159 @@
+"""What the chat model and the plain LLM share: option defaults, lazy loading, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from chinese_mixtral_rag.backends import Backend, load_backend
+from chinese_mixtral_rag.generation import Completion, stream_text
+from chinese_mixtral_rag.options import ModelOptions
+
+T = TypeVar("T")
+
+PROVIDER = "chinese_mixtral"
+
+
+def as_backend(client: Any) -> Backend:
+    """Accept one of our backends or a ready ``llama_cpp.Llama``."""
+    if isinstance(client, Backend):
+        return client
+    if type(client).__module__.startswith("llama_cpp"):
+        from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
+
+        return LlamaCppBackend(client)
+    raise TypeError(
+        f"client must be a loaded backend (LlamaCppBackend, TransformersBackend) or a "
+        f"llama_cpp.Llama, not {type(client).__name__}."
+    )
+
+
+class LocalModel(ModelOptions):
+    """Options plus a lazily loaded backend, shared process-wide through the backend cache."""
+
+    client: Any = Field(default=None, exclude=True)
+    """An already loaded backend (``LlamaCppBackend``/``TransformersBackend``) or
+    ``llama_cpp.Llama`` to use instead of loading ``model_path``/``model``."""
+
+    _backend: Backend | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_environment(cls, values: Any) -> Any:
+        """Options not passed explicitly come from ``CMR_*`` environment variables."""
+        if not isinstance(values, dict):
+            return values
+        from chinese_mixtral_rag.settings import Settings
+
+        from_env = Settings().model_dump(exclude_unset=True)
+        return {**{k: v for k, v in from_env.items() if k in cls.model_fields}, **values}
+
+    def get_backend(self) -> Backend:
+        """The loaded model, loading it on first use (once per process for the same options)."""
+        if self._backend is None:
+            if self.client is not None:
+                self._backend = as_backend(self.client)
+            else:
+                self._backend = load_backend(
+                    self.resolved_backend(), self.model_source(), **self.load_options()
+                )
+        return self._backend
+
+    @property
+    def model_name(self) -> str:
+        """Name reported in metadata: the loaded model's, else the file or hub id's last part."""
+        if self._backend is not None:
+            return self._backend.model_name
+        if self.client is not None:
+            return as_backend(self.client).model_name
+        source = self.model_path or self.model
+        return Path(source).name if source else "chinese-mixtral"
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in the model's own tokenizer (no BOS)."""
+        return len(self.get_backend().tokenize(text, add_bos=False, special=False))
+
+    def _check_model_override(self, kwargs: dict[str, Any]) -> None:
+        requested = kwargs.get("model")
+        if requested and requested not in {self.model, self.model_path, self.model_name}:
+            raise ValueError(
+                f"Per-call model={requested!r} is not supported: the loaded model is "
+                f"{self.model_name!r}. Create another instance for another model."
+            )
+
+    def _stream_completion(
+        self,
+        prompt_ids: Sequence[int],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        *,
+        strip_leading_space: bool,
+        completion: Completion,
+    ) -> Iterator[str]:
+        self._check_model_override(kwargs)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        return stream_text(
+            self.get_backend(),
+            prompt_ids,
+            max_new_tokens=max_tokens,
+            sampling=self.sampling(kwargs),
+            stop=stop if stop is not None else (self.stop or []),
+            strip_leading_space=strip_leading_space,
+            completion=completion,
+        )
+
+
+_DONE = object()
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Run a blocking iterator in its own thread and yield its items without blocking the loop.
+
+    The thread owns the iterator from start to close, so an early exit or cancellation of the
+    consumer stops generation cleanly (the backend's lock is released).
+    """
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def send(item: Any, error: BaseException | None = None) -> None:
+        try:
+            loop.call_soon_threadsafe(items.put_nowait, (item, error))
+        except RuntimeError:  # the loop is gone: nobody is listening any more
+            cancelled.set()
+
+    def produce() -> None:
+        try:
+            iterator = make()
+            try:
+                for item in iterator:
+                    send(item)
+                    if cancelled.is_set():
+                        break
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:
+            send(_DONE, exc)
+        else:
+            send(_DONE)
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(produce,), name="cmrag-astream", daemon=True).start()
+    try:
+        while True:
+            item, error = await items.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        cancelled.set()
