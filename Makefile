@@ -1,0 +1,53 @@
+# Set-up and everyday commands. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# The chat demo: a real model if MODEL is given, else a tiny random-weight one (gibberish output).
+MODEL ?=
+Q ?= 介绍一下混合专家模型。
+DEMO_DIR := .cache/demo-model
+
+.PHONY: install chat test unit integration lint format type bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp,transformers,test,dev,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+chat: install
+ifeq ($(MODEL),)
+	@test -f $(DEMO_DIR)/tiny-mixtral-f32.gguf || $(BIN)/cmrag tiny-model $(DEMO_DIR)
+	@echo "No MODEL given: answering with a tiny random-weight model (expect gibberish)."
+	@echo "Use a real one: make chat MODEL=/path/to/chinese-mixtral-instruct-q4_k.gguf"
+	$(BIN)/cmrag chat --model-path $(DEMO_DIR)/tiny-mixtral-f32.gguf --max-tokens 64 "$(Q)"
+else
+	$(BIN)/cmrag chat --model-path "$(MODEL)" "$(Q)"
+endif
+
+test: install lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python benchmarks/stream_speed.py
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

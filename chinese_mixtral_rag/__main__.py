@@ -1,0 +1,3 @@
+from chinese_mixtral_rag.cli import main
+
+raise SystemExit(main())
