@@ -7,6 +7,7 @@ template, detokenisation, stop sequences, usage counting) is shared code in
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -74,3 +75,30 @@ class Backend(Protocol):
         Callers may close the iterator early; the backend must then release the model.
         """
         ...
+
+
+class GenerationLock:
+    """One generation at a time per loaded model, with a clear error instead of a deadlock.
+
+    Other threads wait their turn; the thread that holds the lock (a stream it has not finished
+    or closed) gets a RuntimeError if it starts a second generation on the same model.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def __enter__(self) -> GenerationLock:
+        me = threading.get_ident()
+        if self._owner == me:
+            raise RuntimeError(
+                "This thread is already generating with this model (an unfinished stream). "
+                "Consume or close() the first stream before starting another."
+            )
+        self._lock.acquire()
+        self._owner = me
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._owner = None
+        self._lock.release()

@@ -8,12 +8,11 @@ model's metadata (1e6) instead of forced to 1e4, and the batch size is 512 inste
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chinese_mixtral_rag.backends.base import SamplingParams
+from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
 from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ class LlamaCppBackend:
     def __init__(self, llama: Llama, *, model_name: str | None = None) -> None:
         self.llama = llama
         self._model_name = model_name or Path(llama.model_path).name
-        self._lock = threading.Lock()
+        self._lock = GenerationLock()
         n_vocab = llama.n_vocab()
         self._pieces = [llama.detokenize([i]) for i in range(n_vocab)]
         self._eos = llama.token_eos()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chinese_mixtral_rag.backends.base import SamplingParams
+from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
 from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class TransformersBackend:
         self._eos = int(tokenizer.eos_token_id)
         self._bos = int(tokenizer.bos_token_id)
         self._pieces = _piece_table(tokenizer)
-        self._lock = threading.Lock()
+        self._lock = GenerationLock()
 
     @classmethod
     def load(

@@ -1,0 +1,25 @@
+"""Builders of tiny real models (transformers checkpoint + GGUF) for tests, examples and benchmarks.
+
+Importing this package is cheap; torch, transformers and sentencepiece load only when a model is
+built (they come with the ``transformers`` extra).
+"""
+
+from chinese_mixtral_rag.testing.tiny_model import (
+    MIXTRAL_INSTRUCT_TEMPLATE,
+    SMALL,
+    TINY,
+    TinyModel,
+    TinyModelSpec,
+    build_tiny_mixtral,
+    write_gguf_with_architecture,
+)
+
+__all__ = [
+    "MIXTRAL_INSTRUCT_TEMPLATE",
+    "SMALL",
+    "TINY",
+    "TinyModel",
+    "TinyModelSpec",
+    "build_tiny_mixtral",
+    "write_gguf_with_architecture",
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jinja2
 import pytest
 from hypothesis import given
@@ -37,7 +39,15 @@ def official(turns: list[dict[str, str]]) -> str:
     )
 
 
-TEXTS = ["你好", "介绍一下混合专家模型。", "Hello, world!", "😀 emoji", "𠀀龘 rare", "  两个空格  ", "a\nb"]
+TEXTS = [
+    "你好",
+    "介绍一下混合专家模型。",
+    "Hello, world!",
+    "😀 emoji",
+    "𠀀龘 rare",
+    "  两个空格  ",
+    "a\nb",
+]
 
 
 @pytest.mark.parametrize("n_turns", [1, 3, 5, 7])
@@ -124,7 +134,9 @@ def test_custom_template_errors_are_prompt_errors() -> None:
 
 # Conversations of any shape: roles drawn at random, texts mixing Chinese, ASCII and emoji.
 text = st.text(
-    alphabet=st.sampled_from(list("你好世界模型，。！？abc XYZ123\n😀𠀀龘")), min_size=1, max_size=12
+    alphabet=st.sampled_from(list("你好世界模型，。！？abc XYZ123\n😀𠀀龘")),
+    min_size=1,
+    max_size=12,
 )
 role = st.sampled_from(["system", "human", "ai"])
 conversation = st.lists(st.tuples(role, text), min_size=1, max_size=10)
@@ -145,7 +157,7 @@ def test_any_conversation_renders_like_the_official_template_or_is_rejected(
             or non_system[0] != "human"
             or non_system[-1] != "human"
             or conv[-1][0] == "system"
-            or any(a == "system" and b == "ai" for (a, _), (b, _) in zip(conv, conv[1:]))
+            or any(a == "system" and b == "ai" for (a, _), (b, _) in itertools.pairwise(conv))
         )
         return
     prompt = render_prompt(messages)

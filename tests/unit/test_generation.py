@@ -3,6 +3,7 @@ exercised in tests/integration)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -77,7 +78,7 @@ def run(
 
 def split_bytes(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 alphabet = st.sampled_from(list("你好，世界。模型答案abc XYZ\n😀𠀀龘"))

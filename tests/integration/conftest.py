@@ -1,0 +1,23 @@
+"""Tiny real models shared by the integration tests, built once per session on first use."""
+
+from __future__ import annotations
+
+import pytest
+
+from chinese_mixtral_rag.testing import SMALL, TINY, TinyModel, build_tiny_mixtral
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The default tiny Mixtral (hidden 64, 2 layers, 4 experts, top-2), HF dir + GGUF."""
+    pytest.importorskip("transformers", reason="needs the transformers extra")
+    pytest.importorskip("sentencepiece", reason="needs sentencepiece")
+    return build_tiny_mixtral(tmp_path_factory.mktemp("tiny-mixtral"), TINY)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """A larger tiny Mixtral (hidden 256, 4 layers, 8 experts); only built when a test asks."""
+    pytest.importorskip("transformers", reason="needs the transformers extra")
+    pytest.importorskip("sentencepiece", reason="needs sentencepiece")
+    return build_tiny_mixtral(tmp_path_factory.mktemp("small-mixtral"), SMALL)

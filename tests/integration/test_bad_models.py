@@ -1,0 +1,122 @@
+"""Bad model files give one clear error that names the problem and the fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chinese_mixtral_rag import ChineseMixtralChat
+from chinese_mixtral_rag.errors import ModelLoadError
+from chinese_mixtral_rag.testing import TinyModel, write_gguf_with_architecture
+
+
+def ask(**options: object) -> None:
+    ChineseMixtralChat(**options).invoke("你好")  # type: ignore[arg-type]
+
+
+def test_missing_gguf(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"Model file not found: .*Set CMR_MODEL_PATH"):
+        ask(model_path=str(tmp_path / "nope.gguf"))
+
+
+def test_no_model_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CMR_MODEL_PATH", raising=False)
+    monkeypatch.delenv("CMR_MODEL", raising=False)
+    with pytest.raises(ModelLoadError, match="No model configured"):
+        ask()
+
+
+def test_file_that_is_not_gguf(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"<html>404 Not Found</html>")
+    with pytest.raises(ModelLoadError, match=r"not a GGUF file.*download it again"):
+        ask(model_path=str(path))
+
+
+def test_truncated_gguf(tmp_path: Path, tiny_model: TinyModel) -> None:
+    data = tiny_model.gguf_path.read_bytes()
+    path = tmp_path / "truncated.gguf"
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelLoadError, match=r"truncated\.gguf"):
+        ask(model_path=str(path))
+
+
+def test_gguf_of_another_architecture(tmp_path: Path) -> None:
+    path = write_gguf_with_architecture(tmp_path / "qwen.gguf", "qwen2")
+    with pytest.raises(ModelLoadError, match=r"'qwen2' model.*Mixtral/Llama architecture"):
+        ask(model_path=str(path))
+
+
+def test_checkpoint_of_another_architecture(tmp_path: Path, tiny_model: TinyModel) -> None:
+    directory = tmp_path / "gpt2-like"
+    shutil.copytree(tiny_model.hf_dir, directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["model_type"] = "gpt2"
+    config["architectures"] = ["GPT2LMHeadModel"]
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"'gpt2' model.*chinese-mixtral-instruct"):
+        ask(model_path=str(directory), device_map=None)
+
+
+def test_checkpoint_directory_without_config(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="Could not read a Hugging Face model config"):
+        ask(model_path=str(tmp_path), backend="transformers", device_map=None)
+
+
+def test_checkpoint_without_weights(tmp_path: Path, tiny_model: TinyModel) -> None:
+    directory = tmp_path / "no-weights"
+    shutil.copytree(tiny_model.hf_dir, directory)
+    for weights in directory.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ModelLoadError, match="could not load"):
+        ask(model_path=str(directory), device_map=None)
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chinese_mixtral_rag",
+            "chat",
+            "--model-path",
+            str(tmp_path / "missing.gguf"),
+            "你好",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: Model file not found")
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_chat_streams_an_answer(tiny_model: TinyModel) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chinese_mixtral_rag",
+            "chat",
+            "--model-path",
+            str(tiny_model.gguf_path),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--system",
+            "你是助手",
+            "--show-prompt",
+            "你好",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "<s>[INST] 你是助手\n\n你好 [/INST]" in result.stderr
+    assert result.stdout.strip()
