@@ -81,7 +81,14 @@ class TransformersBackend:
     ) -> TransformersBackend:
         """Load a checkpoint directory or hub id, checking the architecture first."""
         transformers = _import_transformers()
-        source = str(Path(model).expanduser()) if Path(model).expanduser().exists() else str(model)
+        path = Path(model).expanduser()
+        source = str(path) if path.exists() else str(model)
+        if not path.exists() and (source.startswith(("/", ".", "~")) or source.count("/") != 1):
+            raise ModelLoadError(
+                f"Model directory not found: {model!s}. Pass the path of a Hugging Face "
+                "checkpoint directory (with config.json) or a hub id such as "
+                "hfl/chinese-mixtral-instruct, or set CMR_MODEL_PATH."
+            )
         try:
             config = transformers.AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:

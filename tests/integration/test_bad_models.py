@@ -120,3 +120,20 @@ def test_cli_chat_streams_an_answer(tiny_model: TinyModel) -> None:
     )
     assert "<s>[INST] 你是助手\n\n你好 [/INST]" in result.stderr
     assert result.stdout.strip()
+
+
+def test_missing_checkpoint_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="Model directory not found"):
+        ask(model_path=str(tmp_path / "missing-dir"), backend="transformers")
+
+
+def test_quantized_loading_without_bitsandbytes(tiny_model: TinyModel) -> None:
+    pytest.importorskip("transformers")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("bitsandbytes is installed here; the missing-package error cannot happen")
+    with pytest.raises(ImportError, match=r"bitsandbytes.*pip install"):
+        ask(model_path=str(tiny_model.hf_dir), load_in_4bit=True, device_map=None)
