@@ -91,18 +91,7 @@ class ChineseMixtralChat(LocalModel, BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider=PROVIDER,
-            ls_model_name=kwargs.get("model") or self.model_name,
-            ls_model_type="chat",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-        )
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        if stops := stop or kwargs.get("stop") or self.stop:
-            params["ls_stop"] = list(stops)
-        return params
+        return self._ls_params_for("chat", stop, kwargs)
 
     def render(self, messages: Sequence[BaseMessage]) -> str:
         """The prompt text the model sees for ``messages`` (useful for debugging)."""

@@ -11,7 +11,7 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from chinese_mixtral_rag.generation import Completion
-from chinese_mixtral_rag.local_model import PROVIDER, LocalModel, iterate_in_thread
+from chinese_mixtral_rag.local_model import LocalModel, iterate_in_thread
 
 
 class ChineseMixtral(LocalModel, BaseLLM):
@@ -58,18 +58,7 @@ class ChineseMixtral(LocalModel, BaseLLM):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider=PROVIDER,
-            ls_model_name=kwargs.get("model") or self.model_name,
-            ls_model_type="llm",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-        )
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        if stops := stop or self.stop:
-            params["ls_stop"] = list(stops)
-        return params
+        return self._ls_params_for("llm", stop, kwargs)
 
     def get_num_tokens(self, text: str) -> int:
         return self.count_tokens(text)

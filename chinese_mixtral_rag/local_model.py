@@ -7,8 +7,9 @@ import contextvars
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from langchain_core.language_models.base import LangSmithParams
 from pydantic import Field, PrivateAttr, model_validator
 
 from chinese_mixtral_rag.backends import Backend, load_backend
@@ -78,6 +79,23 @@ class LocalModel(ModelOptions):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in the model's own tokenizer (no BOS)."""
         return len(self.get_backend().tokenize(text, add_bos=False, special=False))
+
+    def _ls_params_for(
+        self, model_type: Literal["chat", "llm"], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> LangSmithParams:
+        """LangSmith tracing parameters, honouring per-call ``model``/``max_tokens``/``stop``."""
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=kwargs.get("model") or self.model_name,
+            ls_model_type=model_type,
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stops := stop or kwargs.get("stop") or self.stop:
+            params["ls_stop"] = list(stops)
+        return params
 
     def _check_model_override(self, kwargs: dict[str, Any]) -> None:
         requested = kwargs.get("model")

@@ -6,6 +6,7 @@ ones (same backend, path and load options) get the same loaded object.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Hashable
 from pathlib import Path
@@ -85,3 +86,13 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _load_locks.clear()
+
+
+@atexit.register
+def _close_cached() -> None:
+    """Free llama.cpp models before interpreter teardown, when their finalizers would fail."""
+    with _cache_lock:
+        for backend in _cache.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()

@@ -84,14 +84,13 @@ class LlamaCppBackend:
 
     def __init__(self, llama: Llama, *, model_name: str | None = None) -> None:
         self.llama = llama
-        self._model_name = model_name or Path(llama.model_path).name
+        self.model_name = model_name or Path(llama.model_path).name
+        self.context_length = int(llama.n_ctx())
+        self.eos_token_id = int(llama.token_eos())
+        self.bos_token_id = int(llama.token_bos())
+        self.chat_template: str | None = llama.metadata.get("tokenizer.chat_template")
         self._lock = GenerationLock()
-        n_vocab = llama.n_vocab()
-        self._pieces = [llama.detokenize([i]) for i in range(n_vocab)]
-        self._eos = llama.token_eos()
-        self._bos = llama.token_bos()
-        meta = llama.metadata
-        self._chat_template = meta.get("tokenizer.chat_template")
+        self._pieces = [llama.detokenize([i]) for i in range(llama.n_vocab())]
 
     @classmethod
     def load(
@@ -138,31 +137,15 @@ class LlamaCppBackend:
         logger.info("loaded %s with n_ctx=%d", path.name, llama.n_ctx())
         return cls(llama)
 
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def context_length(self) -> int:
-        return int(self.llama.n_ctx())
-
-    @property
-    def eos_token_id(self) -> int:
-        return self._eos
-
-    @property
-    def bos_token_id(self) -> int:
-        return self._bos
-
-    @property
-    def chat_template(self) -> str | None:
-        return self._chat_template
+    def close(self) -> None:
+        """Free the llama.cpp model and context now rather than at interpreter exit."""
+        self.llama.close()
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     def token_bytes(self, token_id: int) -> bytes:
-        return self._pieces[token_id] if token_id != self._bos else b""
+        return self._pieces[token_id] if token_id != self.bos_token_id else b""
 
     def generate_ids(
         self,

@@ -61,10 +61,12 @@ class TransformersBackend:
         self.model = model
         self.tokenizer = tokenizer
         config = model.config
-        self._model_name = model_name or Path(str(config.name_or_path or "model")).name
-        self._context_length = int(getattr(config, "max_position_embeddings", 0) or 4096)
-        self._eos = int(tokenizer.eos_token_id)
-        self._bos = int(tokenizer.bos_token_id)
+        self.model_name = model_name or Path(str(config.name_or_path or "model")).name
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 4096)
+        self.eos_token_id = int(tokenizer.eos_token_id)
+        self.bos_token_id = int(tokenizer.bos_token_id)
+        template = getattr(tokenizer, "chat_template", None)
+        self.chat_template: str | None = template if isinstance(template, str) else None
         self._pieces = _piece_table(tokenizer)
         self._lock = GenerationLock()
 
@@ -129,32 +131,11 @@ class TransformersBackend:
         logger.info("loaded %s on %s", source, lm.device)
         return cls(lm, tokenizer, model_name=Path(source).name)
 
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def eos_token_id(self) -> int:
-        return self._eos
-
-    @property
-    def bos_token_id(self) -> int:
-        return self._bos
-
-    @property
-    def chat_template(self) -> str | None:
-        template = getattr(self.tokenizer, "chat_template", None)
-        return template if isinstance(template, str) else None
-
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
         ids = self.tokenizer(
             text, add_special_tokens=False, split_special_tokens=not special
         ).input_ids
-        return [self._bos, *ids] if add_bos else list(ids)
+        return [self.bos_token_id, *ids] if add_bos else list(ids)
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._pieces[token_id] if token_id < len(self._pieces) else b""
@@ -220,9 +201,9 @@ class TransformersBackend:
             top_p=sampling.top_p if not sampling.greedy else None,
             top_k=sampling.top_k if not sampling.greedy else None,
             repetition_penalty=sampling.repetition_penalty,
-            bos_token_id=self._bos,
-            eos_token_id=self._eos,
-            pad_token_id=self._eos,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.eos_token_id,
         )
         input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.model.device)
         errors: list[BaseException] = []

@@ -269,6 +269,7 @@ def test_an_already_loaded_model_can_be_passed_in(tiny_model: TinyModel) -> None
     assert chat.get_backend().context_length == 512
     wrapped = ChineseMixtralChat(client=reference.get_backend())
     assert wrapped.get_backend() is reference.get_backend()
+    llama.close()
 
 
 def test_llama_cpp_context_defaults_to_the_trained_length(tiny_model: TinyModel) -> None:
