@@ -1,15 +1,16 @@
-"""Hugging Face checkpoints through transformers, streamed from ``model.generate``.
+"""Hugging Face checkpoints through transformers, decoded token by token in the caller's thread.
 
-``generate`` runs in a worker thread and hands each new token id to a queue; detokenisation is
-done once per token by the shared loop (not by re-decoding the whole text as
-``TextIteratorStreamer`` does), and the prompt is never part of the output.
+The decode loop calls the model's forward with its KV cache and transformers' own logits
+processors instead of ``model.generate`` + a streamer thread: on the test models that is 1.16x
+(small) to 1.8x (tiny) faster than even non-streamed ``generate`` (its per-step bookkeeping, and a
+streamer's thread and queue, cost more than a small forward pass), the greedy output is identical,
+and a stream that is closed early simply stops, with no worker thread to wind down. The prompt is
+never part of the output; detokenisation is done once per token by the shared loop.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = frozenset({"mixtral", "mistral", "llama"})
-
-_DONE = object()
 
 
 def _import_transformers() -> Any:
@@ -149,90 +148,72 @@ class TransformersBackend:
         should_stop: Callable[[], bool],
     ) -> Iterator[int]:
         import torch
-        from transformers import (
-            GenerationConfig,
-            LogitsProcessor,
-            LogitsProcessorList,
-            StoppingCriteria,
-            StoppingCriteriaList,
-        )
-        from transformers.generation.streamers import BaseStreamer
 
-        ids: queue.Queue[Any] = queue.Queue()
-        abandoned = threading.Event()
-
-        class _Queue(BaseStreamer):
-            """Receives the prompt once (skipped), then each new token id."""
-
-            def __init__(self) -> None:
-                self.prompt_seen = False
-
-            def put(self, value: torch.Tensor) -> None:
-                if not self.prompt_seen:
-                    self.prompt_seen = True
-                    return
-                for token in value.reshape(-1).tolist():
-                    ids.put(token)
-
-            def end(self) -> None:
-                ids.put(_DONE)
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: Any, **_: Any) -> Any:
-                stop = abandoned.is_set() or should_stop()
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
-
-        processors = LogitsProcessorList()
-        if sampling.logit_bias:
-            bias_ids = torch.tensor(list(sampling.logit_bias), dtype=torch.long)
-            bias_values = torch.tensor(list(sampling.logit_bias.values()), dtype=torch.float32)
-
-            class _Bias(LogitsProcessor):
-                def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-                    scores[:, bias_ids] += bias_values.to(scores.dtype)
-                    return scores
-
-            processors.append(_Bias())
-
-        config = GenerationConfig(  # type: ignore[no-untyped-call]
-            max_new_tokens=max_new_tokens,
-            do_sample=not sampling.greedy,
-            temperature=sampling.temperature if not sampling.greedy else None,
-            top_p=sampling.top_p if not sampling.greedy else None,
-            top_k=sampling.top_k if not sampling.greedy else None,
-            repetition_penalty=sampling.repetition_penalty,
-            bos_token_id=self.bos_token_id,
-            eos_token_id=self.eos_token_id,
-            pad_token_id=self.eos_token_id,
-        )
-        input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.model.device)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        generation_config=config,
-                        logits_processor=processors,
-                        stopping_criteria=StoppingCriteriaList([_Stop()]),
-                        streamer=_Queue(),
-                    )
-            except BaseException as exc:  # re-raised in the consumer thread
-                errors.append(exc)
-                ids.put(_DONE)
-
+        processors = _logits_processors(sampling)
+        device = self.model.device
+        generator: torch.Generator | None = None
+        if sampling.seed is not None and not sampling.greedy:
+            generator = torch.Generator(device=device).manual_seed(sampling.seed)
         with self._lock:
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            worker = threading.Thread(target=run, name="cmrag-generate", daemon=True)
-            worker.start()
-            try:
-                while (token := ids.get()) is not _DONE:
-                    yield token
-                if errors:
-                    raise errors[0]
-            finally:
-                abandoned.set()
-                worker.join()
+            sequence = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
+            step_input = sequence
+            cache: Any = None
+            for _ in range(max_new_tokens):
+                # inference_mode is entered per step, never across a yield: its thread-local
+                # state must not leak into the consumer's code between tokens.
+                with torch.inference_mode():
+                    output = self.model(
+                        input_ids=step_input,
+                        past_key_values=cache,
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
+                    cache = output.past_key_values
+                    scores = processors(sequence, output.logits[:, -1, :].float())
+                    if sampling.greedy:
+                        token = scores.argmax(dim=-1, keepdim=True)
+                    else:
+                        probs = torch.softmax(scores, dim=-1)
+                        token = torch.multinomial(probs, num_samples=1, generator=generator)
+                    sequence = torch.cat([sequence, token], dim=1)
+                step_input = token
+                token_id = int(token)
+                yield token_id
+                if token_id == self.eos_token_id or should_stop():
+                    return
+
+
+def _logits_processors(sampling: SamplingParams) -> Any:
+    """transformers' own processors, in llama.cpp's order: bias, penalty, temperature, top-k/p."""
+    import torch
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if sampling.logit_bias:
+        bias_ids = torch.tensor(list(sampling.logit_bias), dtype=torch.long)
+        bias_values = torch.tensor(list(sampling.logit_bias.values()), dtype=torch.float32)
+
+        class _Bias(LogitsProcessor):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                ids = bias_ids.to(scores.device)
+                scores[:, ids] += bias_values.to(scores.device)
+                return scores
+
+        processors.append(_Bias())
+    if sampling.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+    if not sampling.greedy:
+        if sampling.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k > 0:
+            processors.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1.0:
+            processors.append(TopPLogitsWarper(sampling.top_p))
+    return processors

@@ -194,6 +194,23 @@ def test_seeded_sampling_repeats(chat: ChineseMixtralChat) -> None:
     assert other != first
 
 
+@pytest.mark.parametrize(
+    "narrowing",
+    [{"top_k": 1, "top_p": 1.0}, {"top_k": 0, "top_p": 1e-6}],
+    ids=["top_k=1", "top_p~0"],
+)
+def test_top_k_and_top_p_are_applied_when_sampling(
+    chat: ChineseMixtralChat, narrowing: dict[str, Any]
+) -> None:
+    # At temperature 5 random weights sample all over the vocabulary, unless top-k/top-p really
+    # cut the candidates down to the single most likely token: then sampling equals greedy.
+    greedy = chat.invoke(QUESTION).text
+    hot = chat.model_copy(update={"temperature": 5.0, "top_k": 0, "top_p": 1.0})
+    assert hot.invoke(QUESTION, seed=1).text != greedy
+    narrowed = hot.model_copy(update=narrowing)
+    assert [narrowed.invoke(QUESTION, seed=s).text for s in (1, 2)] == [greedy, greedy]
+
+
 class _Tokens(BaseCallbackHandler):
     def __init__(self) -> None:
         self.tokens: list[str] = []
