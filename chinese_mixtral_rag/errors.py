@@ -27,3 +27,11 @@ class PromptError(ChineseMixtralError, ValueError):
 
 class ContextLengthError(ChineseMixtralError, ValueError):
     """Prompt plus requested new tokens do not fit in the model's context window."""
+
+
+class DocumentError(ChineseMixtralError, ValueError):
+    """A file cannot be turned into text: unsupported type, empty, binary, corrupt or encrypted.
+
+    The message names the file and the reason, and says what to do where something can be done.
+    Ingest reports it per file and goes on with the rest of the folder.
+    """

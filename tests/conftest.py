@@ -1,4 +1,4 @@
-"""Tiny real models shared by the integration tests, built once per session on first use."""
+"""Tiny real models shared by all tests, built once per session on first use."""
 
 from __future__ import annotations
 
