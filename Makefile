@@ -8,12 +8,12 @@ MODEL ?=
 Q ?= 介绍一下混合专家模型。
 DEMO_DIR := .cache/demo-model
 
-.PHONY: install chat test unit integration lint format type bench clean
+.PHONY: install chat ingest test unit integration lint format type bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp,transformers,test,dev,bench]"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp,transformers,rag,test,dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +27,10 @@ ifeq ($(MODEL),)
 else
 	$(BIN)/cmrag chat --model-path "$(MODEL)" "$(Q)"
 endif
+
+DOCS ?= ../shared/data/docs
+ingest: install
+	$(BIN)/python -m ingest "$(DOCS)"
 
 test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -48,6 +52,7 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/stream_speed.py
+	$(BIN)/python benchmarks/ingest_speed.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

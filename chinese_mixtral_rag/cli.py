@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("prompt", nargs="+", help="the text to continue ('-' reads stdin)")
     _add_model_flags(complete)
 
+    from chinese_mixtral_rag.ingest_cli import add_ingest_arguments
+
+    ingest = commands.add_parser(
+        "ingest", help="ingest a folder of documents (also: python -m ingest)"
+    )
+    add_ingest_arguments(ingest)
+
     tiny = commands.add_parser(
         "tiny-model", help="write a tiny random-weight Mixtral (GGUF + HF) for trying things out"
     )
@@ -90,6 +97,10 @@ def _run(args: argparse.Namespace) -> int:
         tiny = build_tiny_mixtral(Path(args.directory))
         print(f"GGUF: {tiny.gguf_path}\nHF:   {tiny.hf_dir}")
         return 0
+    if args.command == "ingest":
+        from chinese_mixtral_rag.ingest_cli import run_ingest
+
+        return run_ingest(args)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "chat":
@@ -125,7 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(file=sys.stderr)
+        if args.command == "ingest":
+            print(
+                "interrupted; run the same command again to finish (nothing is lost)",
+                file=sys.stderr,
+            )
         return 130
 
 

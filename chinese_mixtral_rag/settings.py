@@ -3,16 +3,69 @@
 Example::
 
     CMR_MODEL_PATH=~/models/chinese-mixtral-instruct-q4_k.gguf CMR_N_CTX=16384 cmrag chat 你好
+    CMR_COLLECTION=laws CMR_EMBEDDING_MODEL=BAAI/bge-small-zh-v1.5 cmrag ingest docs/
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chinese_mixtral_rag.options import ModelOptions
 
 
-class Settings(ModelOptions, BaseSettings):
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/chinese-mixtral-rag`` (``~/.local/share/chinese-mixtral-rag``)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "chinese-mixtral-rag"
+
+
+class StoreOptions(BaseModel):
+    """Where documents are stored and how they are chunked and embedded."""
+
+    collection: str = "documents"
+    """The knowledge base (Chroma collection) to ingest into and answer from."""
+
+    persist_dir: Path = Field(default_factory=default_data_dir)
+    """Folder of the embedded Chroma store (and of the BM25 indexes)."""
+
+    chroma_host: str | None = None
+    """A Chroma server (``chroma run``) to use instead of the embedded store."""
+
+    chroma_port: int = 8000
+    """Port of the Chroma server."""
+
+    lexical_dir: Path | None = None
+    """Where BM25 indexes live; default ``<persist_dir>/lexical``."""
+
+    embedding_model: str | None = None
+    """sentence-transformers model directory or cached hub id; None: the bundled offline
+    all-MiniLM-L6-v2 (weak on Chinese; ``BAAI/bge-small-zh-v1.5`` or ``BAAI/bge-m3`` are the
+    recommendation when you can download them)."""
+
+    embedding_device: str = "cpu"
+    """Device of the embedding model ("cpu", "cuda", "mps")."""
+
+    embedding_batch_size: int = Field(default=32, ge=1)
+    """Texts per embedding batch."""
+
+    chunk_size: int = Field(default=384, ge=32)
+    """Chunk size in tokens of the chat model's tokenizer (approximated without a model)."""
+
+    chunk_overlap: int = Field(default=48, ge=0)
+    """Tokens shared by consecutive chunks."""
+
+    ingest_batch: int = Field(default=512, ge=1)
+    """Chunks (of whole files) embedded and written together during ingest."""
+
+    ingest_workers: int | None = Field(default=None, ge=0)
+    """Processes parsing files during ingest; None: up to 4 (0 or 1: in the main process)."""
+
+
+class Settings(ModelOptions, StoreOptions, BaseSettings):
     """All knobs of the package, read from ``CMR_*`` environment variables."""
 
     model_config = SettingsConfigDict(

@@ -28,11 +28,8 @@ SUPPORTED_ARCHITECTURES = frozenset({"llama"})
 _RANDOM_SEED = 0xFFFFFFFF
 
 
-def read_gguf_metadata(path: Path) -> dict[str, Any]:
-    """Read scalar and string metadata of a GGUF file without loading weights.
-
-    Raises :class:`ModelLoadError` naming the problem when the file is missing or not a GGUF.
-    """
+def check_gguf_file(path: Path) -> None:
+    """Raise :class:`ModelLoadError` naming the problem unless ``path`` is a file starting GGUF."""
     if not path.exists():
         raise ModelLoadError(
             f"Model file not found: {path}. Set CMR_MODEL_PATH or pass model_path= with the path "
@@ -51,6 +48,14 @@ def read_gguf_metadata(path: Path) -> dict[str, Any]:
             "be incomplete or corrupt: download it again, or convert the model with llama.cpp's "
             "convert_hf_to_gguf.py."
         )
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """Read scalar and string metadata of a GGUF file without loading weights.
+
+    Raises :class:`ModelLoadError` naming the problem when the file is missing or not a GGUF.
+    """
+    check_gguf_file(path)
     import gguf
 
     try:

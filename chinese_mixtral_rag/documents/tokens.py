@@ -166,7 +166,9 @@ def _load_gguf_vocab(path: str) -> Llama:
         cached = _GGUF_VOCABS.get(path)
         if cached is not None:
             return cached
-        _check_gguf(Path(path))
+        from chinese_mixtral_rag.backends.llama_cpp import check_gguf_file
+
+        check_gguf_file(Path(path))
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -191,21 +193,6 @@ def _close_gguf_vocabs() -> None:
         for llama in _GGUF_VOCABS.values():
             llama.close()
         _GGUF_VOCABS.clear()
-
-
-def _check_gguf(path: Path) -> None:
-    if not path.is_file():
-        raise ModelLoadError(
-            f"GGUF file not found: {path}. Set CMR_MODEL_PATH (or pass model_path=) to a"
-            " Chinese-Mixtral .gguf file."
-        )
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-    if magic != b"GGUF":
-        raise ModelLoadError(
-            f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'). Point the model"
-            " path at a Chinese-Mixtral .gguf file or at a Hugging Face checkpoint directory."
-        )
 
 
 # --- a Hugging Face tokenizer ---------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""Ingest speed: our ingest against the plain LangChain pipeline a privateGPT user would write.
+
+Corpus: ``../shared/data/docs`` (statutes as PDF/DOCX, a 600k-character novel, a CID-font PDF)
+plus the 848 CMRC 2018 dev contexts, one .txt file each (``--cmrc N`` takes fewer).
+
+Plain pipeline: a loader per file (PyPDFLoader, Docx2txtLoader, TextLoader), then
+``RecursiveCharacterTextSplitter(500, 50)`` and ``Chroma.from_documents`` with the same embedding
+model (the bundled offline all-MiniLM-L6-v2). Ours: ``chinese_mixtral_rag.ingest`` with default
+settings. Each run is a fresh interpreter (imports and model loading count, as for a user), run
+back to back; peak RSS is the child's ``ru_maxrss``. Then each is run a second time on the
+unchanged folder: ours should skip everything, the plain pipeline re-ingests (and duplicates).
+
+Run: ``.venv/bin/python benchmarks/ingest_speed.py [--cmrc 848] [--no-novel]``. Prints a table;
+passes or fails nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def build_corpus(target: Path, cmrc: int, novel: bool) -> int:
+    shutil.copytree(SHARED / "docs", target / "docs")
+    if not novel:
+        shutil.rmtree(target / "docs" / "novel")
+    data = json.loads((SHARED / "cmrc2018" / "cmrc2018_dev.json").read_text(encoding="utf-8"))
+    contexts = [p["context"] for a in data["data"] for p in a["paragraphs"]][:cmrc]
+    (target / "cmrc").mkdir()
+    for n, context in enumerate(contexts):
+        (target / "cmrc" / f"{n:04d}.txt").write_text(context, encoding="utf-8")
+    return sum(1 for p in target.rglob("*") if p.is_file())
+
+
+# -- the two pipelines (each runs in its own child process) ---------------------------------
+
+
+def run_plain(corpus: Path, store: Path) -> dict[str, Any]:
+    """The privateGPT-style pipeline, timed per phase."""
+    started = time.perf_counter()
+    from langchain_chroma import Chroma
+    from langchain_community.document_loaders import Docx2txtLoader, PyPDFLoader, TextLoader
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from chinese_mixtral_rag.embeddings import resolve_embedding_model
+
+    loaders = {".pdf": PyPDFLoader, ".docx": Docx2txtLoader, ".txt": TextLoader, ".md": TextLoader}
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+    documents = []
+    for path in sorted(p for p in corpus.rglob("*") if p.is_file()):
+        loader = loaders[path.suffix]
+        kwargs = {"encoding": "utf-8"} if path.suffix in {".txt", ".md"} else {}
+        documents.extend(loader(str(path), **kwargs).load())
+    phases["load"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    chunks = RecursiveCharacterTextSplitter(chunk_size=500, chunk_overlap=50).split_documents(
+        documents
+    )
+    phases["split"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    embeddings = HuggingFaceEmbeddings(model_name=resolve_embedding_model(None).path)
+    phases["model load"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    db = Chroma.from_documents(
+        chunks, embeddings, persist_directory=str(store), collection_name="plain"
+    )
+    phases["embed + write"] = time.perf_counter() - mark
+    return {
+        "seconds": time.perf_counter() - started,
+        "chunks": len(chunks),
+        "collection": db._collection.count(),
+        "phases": phases,
+    }
+
+
+def run_ours(corpus: Path, store: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    from chinese_mixtral_rag.ingest import ChunkingSpec, ingest
+    from chinese_mixtral_rag.settings import Settings
+    from chinese_mixtral_rag.store import open_knowledge_base
+
+    settings = Settings(persist_dir=store, collection="ours")
+    kb = open_knowledge_base(settings)
+    spec = ChunkingSpec(
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+        embedding_path=kb.embedding.path,
+    )
+    report = ingest(corpus, kb, spec)
+    return {
+        "seconds": time.perf_counter() - started,
+        "chunks": report.chunks_written,
+        "embedded": report.chunks_embedded,
+        "collection": kb.count(),
+        "failed": len(report.failures),
+        "unchanged": report.count("unchanged"),
+    }
+
+
+# -- the parent: run children back to back and print the table ------------------------------
+
+
+def child(kind: str, corpus: Path, store: Path) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", kind, str(corpus), str(store)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--cmrc", type=int, default=848, help="CMRC contexts to include")
+    parser.add_argument("--no-novel", action="store_true", help="leave the 600k novel out")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        import resource
+
+        kind, corpus, store = args.child
+        run = run_plain if kind == "plain" else run_ours
+        result = run(Path(corpus), Path(store))
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["worker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    if not (SHARED / "docs").is_dir():
+        raise SystemExit(f"shared data not found at {SHARED}")
+    with tempfile.TemporaryDirectory(prefix="cmrag-ingest-bench-") as tmp:
+        corpus = Path(tmp) / "corpus"
+        files = build_corpus(corpus, args.cmrc, not args.no_novel)
+        chars = sum(len(p.read_text(encoding="utf-8")) for p in corpus.rglob("*.txt"))
+        rows = []
+        for label, kind in (
+            ("plain LangChain, first run", "plain"),
+            ("ours, first run", "ours"),
+            ("plain LangChain, second run", "plain"),
+            ("ours, second run (no change)", "ours"),
+        ):
+            print(f"running: {label}", file=sys.stderr, flush=True)
+            result = child(kind, corpus, Path(tmp) / f"store-{kind}")
+            rows.append((label, result))
+    first_plain = rows[0][1]["seconds"]
+    first_ours = rows[1][1]["seconds"]
+    print(f"Corpus: {files} files ({chars:,} characters in .txt files, plus PDF/DOCX)")
+    print(
+        f"{'run':32} {'seconds':>8} {'chunks':>7} {'chunks/s':>9} {'embedded':>9} "
+        f"{'collection':>10} {'peak RSS MB':>11} {'worker RSS MB':>13}"
+    )
+    for label, result in rows:
+        embedded = result.get("embedded", result["chunks"])
+        rate = result["chunks"] / result["seconds"] if result["chunks"] else 0.0
+        print(
+            f"{label:32} {result['seconds']:8.1f} {result['chunks']:7d} {rate:9.1f} "
+            f"{embedded:9d} {result['collection']:10d} {result['peak_rss_mb']:11.0f} "
+            f"{result['worker_rss_mb']:13.0f}"
+        )
+    print()
+    print(f"first run, ours vs plain: {first_plain / first_ours:.2f}x the speed")
+    print(f"ours, first vs no-change second run: {first_ours / rows[3][1]['seconds']:.1f}x faster")
+    print(
+        "plain phases (first run): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in rows[0][1]["phases"].items())
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,458 @@
+"""Ingest a folder of documents into a knowledge base: incremental, idempotent, safe to kill.
+
+Per file: hash the bytes; a file whose chunks are all stored with that hash and the same chunking
+is skipped without being read again. Other files are parsed in worker processes (load, clean,
+split by tokens, BM25 tokens); their chunks get content-derived ids, chunks already stored keep
+their vectors (nothing unchanged is embedded twice), new ones are embedded in batches, written,
+and only then are the file's stale chunks deleted. Killed at any point, the next run finds the
+file incomplete (see :class:`~chinese_mixtral_rag.store.FileState`) and redoes it, ending in the
+same state as an uninterrupted run. The BM25 index is rebuilt from the collection at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from chinese_mixtral_rag.errors import ChineseMixtralError, DocumentError
+from chinese_mixtral_rag.store import KnowledgeBase
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
+#: Bumped when the splitting rules change, so stored files are re-chunked.
+SPLITTER_VERSION = "zh-1"
+
+
+class IngestError(ChineseMixtralError):
+    """The ingest cannot start (missing folder, nothing to read)."""
+
+
+@dataclass(frozen=True)
+class ChunkingSpec:
+    """How files are cut into chunks; everything a worker process needs to build the splitter."""
+
+    chunk_size: int = 384
+    """Chunk size in tokens of the chat model's tokenizer (an approximation without a model)."""
+    chunk_overlap: int = 48
+    """Tokens shared by consecutive chunks of a document."""
+    model_path: str | None = None
+    """GGUF file or HF checkpoint whose tokenizer counts chunk tokens; None: approximation."""
+    embedding_path: str | None = None
+    """Embedding model directory: chunks never exceed its maximum input."""
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file."""
+
+    source: str
+    status: Status
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass
+class IngestReport:
+    """The summary an ingest run prints and returns."""
+
+    root: Path
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    chunks_written: int = 0
+    """Chunks written (added or rewritten) in this run."""
+    chunks_embedded: int = 0
+    """Texts embedded in this run (repeated texts and stored chunks are not embedded again)."""
+    chunks_reused: int = 0
+    """Chunks of changed files whose content (and vector) was already stored."""
+    chunks_deleted: int = 0
+    missing: list[str] = field(default_factory=list)
+    """Stored files under this root that no longer exist (removed only with ``prune``)."""
+    stopped_early: bool = False
+    """``strict`` stopped the run at the first failure."""
+
+    def count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def failures(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+class ProgressHook:
+    """Receives progress events; the CLI draws a progress bar from them. Methods do nothing."""
+
+    def start(self, files: int, to_parse: int) -> None:
+        """``files`` found, ``to_parse`` of them new or changed."""
+
+    def file_done(self, outcome: FileOutcome) -> None:
+        """One file finished (any status)."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    source: str
+    root: str
+    file_hash: str
+    status: Status
+    spec: ChunkingSpec
+    chunker: str
+    stored: bool
+    """Some chunks of this source were in the store when the run began (stale ones may remain)."""
+
+
+@dataclass
+class _Parsed:
+    job: _Job
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    metadatas: list[dict[str, Any]] = field(default_factory=list)
+    tokens: list[list[str]] = field(default_factory=list)
+    error: str = ""
+
+
+# -- splitting (runs in worker processes) ---------------------------------------------------
+
+
+@lru_cache(maxsize=2)
+def build_splitter(spec: ChunkingSpec) -> Any:
+    """The splitter for ``spec``, built once per process (tokenizers only, never weights)."""
+    from chinese_mixtral_rag.documents.splitter import ChineseTextSplitter
+    from chinese_mixtral_rag.documents.tokens import chat_token_counter, embedding_token_counter
+
+    limits = []
+    if spec.embedding_path:
+        limits.append(embedding_token_counter(spec.embedding_path))
+    return ChineseTextSplitter(
+        spec.chunk_size,
+        spec.chunk_overlap,
+        counter=chat_token_counter(spec.model_path),
+        limits=limits,
+    )
+
+
+def chunker_fingerprint(spec: ChunkingSpec) -> str:
+    """Identifies the chunking: stored files chunked differently are re-chunked."""
+    splitter = build_splitter(spec)
+    limits = ",".join(f"{c.name}<={m}" for c, m in splitter.limits)
+    size = f"{spec.chunk_size}/{spec.chunk_overlap}"
+    return f"{SPLITTER_VERSION}|{splitter.counter.name}|{size}|{limits}"
+
+
+def chunk_id(source: str, text: str, occurrence: int) -> str:
+    """Stable id from the file's path and the chunk's content (and which repeat of it it is)."""
+    digest = hashlib.sha256(f"{source}\0{occurrence}\0{text}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _clean_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Chroma takes str/int/float/bool values only; drop the rest (None included)."""
+    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+
+
+def parse_file(job: _Job) -> _Parsed:
+    """Load, split and tokenize one file; failures are returned, never raised."""
+    from chinese_mixtral_rag.documents.loaders import load_file
+    from chinese_mixtral_rag.lexical import lexical_tokens
+
+    parsed = _Parsed(job)
+    try:
+        documents = load_file(job.path)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for document in documents:
+            document.metadata.update(
+                source=job.source,
+                root=job.root,
+                file_hash=job.file_hash,
+                file_type=job.path.suffix.lower().lstrip("."),
+                chunker=job.chunker,
+                ingested_at=now,
+            )
+        chunks = build_splitter(job.spec).split_documents(documents)
+        if not chunks:
+            raise DocumentError(f"{job.source}: no text to index")
+        seen: dict[str, int] = {}
+        for chunk in chunks:
+            text = chunk.page_content
+            occurrence = seen.get(text, 0)
+            seen[text] = occurrence + 1
+            parsed.ids.append(chunk_id(job.source, text, occurrence))
+            parsed.texts.append(text)
+            parsed.metadatas.append(_clean_metadata({**chunk.metadata, "file_chunks": len(chunks)}))
+            parsed.tokens.append(lexical_tokens(text))
+    except (DocumentError, OSError) as exc:
+        parsed.error = str(exc)
+    except Exception as exc:  # a loader bug must not stop the folder: report it like a bad file
+        logger.exception("unexpected error reading %s", job.path)
+        parsed.error = f"{type(exc).__name__}: {exc}"
+    return parsed
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: exit when the ingest process dies, even by SIGKILL.
+
+    Without it, killing an ingest (kill -9, OOM killer) leaves its idle workers behind forever.
+    Linux gets the signal from the kernel; elsewhere a thread notices the new parent id.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cmrag-parent-watch", daemon=True).start()
+
+
+def _run(jobs: Sequence[_Job], workers: int) -> Iterator[_Parsed]:
+    """Parse in worker processes (bounded in flight, so memory stays bounded), or inline."""
+    if workers <= 1 or len(jobs) < 4:
+        for job in jobs:
+            yield parse_file(job)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
+        queue = iter(jobs)
+        running: set[Future[_Parsed]] = set()
+        try:
+            for job in queue:
+                running.add(pool.submit(parse_file, job))
+                if len(running) >= 2 * workers:
+                    break
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    next_job = next(queue, None)
+                    if next_job is not None:
+                        running.add(pool.submit(parse_file, next_job))
+                    yield future.result()
+        finally:
+            for future in running:
+                future.cancel()
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Buffers whole files, embeds what is new, writes, then deletes the files' stale chunks."""
+
+    def __init__(
+        self, kb: KnowledgeBase, report: IngestReport, progress: ProgressHook, batch: int
+    ) -> None:
+        self.kb = kb
+        self.batch = batch
+        self.report = report
+        self.progress = progress
+        self.files: list[_Parsed] = []
+        self.size = 0
+
+    def add(self, parsed: _Parsed) -> None:
+        self.files.append(parsed)
+        self.size += len(parsed.ids)
+        if self.size >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.files:
+            return
+        files, self.files, self.size = self.files, [], 0
+        ids = [i for f in files for i in f.ids]
+        texts = [t for f in files for t in f.texts]
+        metadatas = [m for f in files for m in f.metadatas]
+        self.kb.lexical.put_tokens(
+            (i, t) for f in files for i, t in zip(f.ids, f.tokens, strict=True)
+        )
+        vectors = self.kb.stored_embeddings(ids)
+        reused = len(vectors)
+        new = [n for n, i in enumerate(ids) if i not in vectors]
+        unique = list(dict.fromkeys(texts[n] for n in new))  # repeated text is embedded once
+        if unique:
+            by_text = dict(zip(unique, self.kb.embeddings.embed_documents(unique), strict=True))
+            vectors.update((ids[n], by_text[texts[n]]) for n in new)
+        self.kb.upsert(ids, texts, metadatas, [vectors[i] for i in ids])
+        self.report.chunks_written += len(ids)
+        self.report.chunks_embedded += len(unique)
+        self.report.chunks_reused += reused
+        for parsed in files:
+            if parsed.job.stored:
+                keep = set(parsed.ids)
+                stale = [i for i in self.kb.ids_of(parsed.job.source) if i not in keep]
+                self.kb.delete(stale)
+                self.report.chunks_deleted += len(stale)
+            outcome = FileOutcome(parsed.job.source, parsed.job.status, len(parsed.ids))
+            self.report.outcomes.append(outcome)
+            self.progress.file_done(outcome)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def _scan(target: Path, report: IngestReport, progress: ProgressHook) -> list[tuple[Path, str]]:
+    """Files under ``target`` with their source names; bad entries go into the report."""
+    from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
+
+    root = report.root
+    found: list[tuple[Path, str]] = []
+
+    def note(source: str, status: Status, reason: str) -> None:
+        outcome = FileOutcome(source, status, reason=reason)
+        report.outcomes.append(outcome)
+        progress.file_done(outcome)
+
+    def consider(path: Path) -> None:
+        source = path.relative_to(root).as_posix()
+        if not path.exists():
+            note(source, "failed", "broken symbolic link (its target does not exist)")
+        elif path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            supported = " ".join(sorted(SUPPORTED_EXTENSIONS))
+            note(
+                source,
+                "skipped",
+                f"unsupported file type {path.suffix or '(none)'}; supported: {supported}",
+            )
+        else:
+            found.append((path, source))
+
+    if target.is_file():
+        consider(target)
+        return found
+    visited: set[tuple[int, int]] = set()
+    for directory, dirnames, filenames in os.walk(target, followlinks=True):
+        stat = os.stat(directory)
+        if (stat.st_dev, stat.st_ino) in visited:  # a symlink loop or a second link to a folder
+            dirnames[:] = []
+            rel = Path(directory).relative_to(root).as_posix()
+            note(rel + "/", "skipped", "folder already visited (symbolic link loop)")
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith((".", "~$")):
+                consider(Path(directory) / name)
+    return found
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ingest(
+    target: str | Path,
+    kb: KnowledgeBase,
+    spec: ChunkingSpec,
+    *,
+    prune: bool = False,
+    strict: bool = False,
+    workers: int | None = None,
+    batch: int = 512,
+    progress: ProgressHook | None = None,
+) -> IngestReport:
+    """Bring ``kb`` up to date with a folder (or one file). Never raises for a bad file: each is
+    reported in the returned :class:`IngestReport`; what is stored already is never lost."""
+    started = time.perf_counter()
+    target = Path(target).expanduser().absolute()
+    if not target.exists():
+        raise IngestError(f"Nothing to ingest at {target}: no such file or folder.")
+    progress = progress or ProgressHook()
+    root = target if target.is_dir() else target.parent
+    report = IngestReport(root)
+    with kb.writing():
+        files = _scan(target, report, progress)
+        states = kb.file_states()
+        chunker = chunker_fingerprint(spec)
+        jobs: list[_Job] = []
+        for path, source in files:
+            try:
+                file_hash = _hash_file(path)
+            except OSError as exc:
+                outcome = FileOutcome(source, "failed", reason=f"cannot read: {exc.strerror}")
+                report.outcomes.append(outcome)
+                progress.file_done(outcome)
+                continue
+            state = states.get(source)
+            if state is not None and state.is_complete(file_hash, chunker):
+                outcome = FileOutcome(source, "unchanged", state.chunks)
+                report.outcomes.append(outcome)
+                progress.file_done(outcome)
+                continue
+            status: Status = "updated"
+            if state is None or (state.hashes == {file_hash} and state.chunkers == {chunker}):
+                status = "added"  # new, or an interrupted first ingest being completed
+            jobs.append(
+                _Job(path, source, str(root), file_hash, status, spec, chunker, state is not None)
+            )
+        progress.start(len(files), len(jobs))
+        count = workers if workers is not None else min(4, os.cpu_count() or 1)
+        writer = _Writer(kb, report, progress, batch)
+        for parsed in _run(jobs, count):
+            if parsed.error:
+                outcome = FileOutcome(parsed.job.source, "failed", reason=parsed.error)
+                report.outcomes.append(outcome)
+                progress.file_done(outcome)
+                if strict:
+                    report.stopped_early = True
+                    break
+                continue
+            writer.add(parsed)
+        writer.flush()
+        _prune_or_list_missing(kb, target, states, {s for _, s in files}, prune, report, progress)
+        kb.sync_lexical()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _prune_or_list_missing(
+    kb: KnowledgeBase,
+    target: Path,
+    states: dict[str, Any],
+    present: Iterable[str],
+    prune: bool,
+    report: IngestReport,
+    progress: ProgressHook,
+) -> None:
+    """Stored files of this folder that are gone: removed with ``prune``, else listed."""
+    if target.is_file() or report.stopped_early:
+        return
+    present = set(present)
+    for source, state in sorted(states.items()):
+        if state.root != str(report.root) or source in present:
+            continue
+        if (report.root / source).exists():
+            continue  # still there, e.g. failed or skipped in this run: keep what is stored
+        if prune:
+            report.chunks_deleted += kb.delete_source(source)
+            outcome = FileOutcome(source, "removed", state.chunks)
+            report.outcomes.append(outcome)
+            progress.file_done(outcome)
+        else:
+            report.missing.append(source)

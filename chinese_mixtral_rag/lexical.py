@@ -1,0 +1,191 @@
+"""BM25 over jieba tokens, persisted next to a Chroma collection and kept consistent with it.
+
+The index is derived state: it is rebuilt (in seconds, with bm25s) from the collection's chunk ids
+whenever they differ from the ids it was built for, so adds, updates, deletes and even an ingest
+killed half-way can never leave it out of step for long. Tokenizing is the slow part (jieba does
+~70k characters/s), so the tokens of every chunk are cached by chunk id; ids are derived from
+content, so a cached entry never goes stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Recorded with the index; a different scheme means the cached tokens are not reusable.
+LEXICAL_SCHEME = "jieba-search-v1"
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Search tokens of ``text``: jieba's search mode (words and their sub-words), lowercased,
+    punctuation and whitespace dropped."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return [
+        token
+        for token in (t.strip().lower() for t in jieba.lcut_for_search(text))
+        if token and not all(unicodedata.category(ch)[0] in "PZSC" for ch in token)
+    ]
+
+
+def fingerprint(ids: Iterable[str]) -> str:
+    """A digest of a set of chunk ids (order does not matter)."""
+    digest = hashlib.sha256()
+    for chunk_id in sorted(ids):
+        digest.update(chunk_id.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+class LexicalIndex:
+    """A BM25 index over chunk ids, stored in ``directory``.
+
+    Layout: ``tokens.sqlite`` (cache: chunk id -> tokens), ``index-<fingerprint>/`` (bm25s files
+    and ``ids.json``) and ``CURRENT`` naming the live index; ``CURRENT`` is replaced atomically, so
+    a reader never sees a half-written index.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._loaded: tuple[str, Any, list[str]] | None = None
+
+    # -- token cache ------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.directory / "tokens.sqlite")
+        db.execute("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, tokens TEXT NOT NULL)")
+        return db
+
+    def put_tokens(self, items: Iterable[tuple[str, Sequence[str]]]) -> None:
+        """Cache the tokens of chunks about to be written (so the rebuild need not re-tokenize)."""
+        rows = [
+            (chunk_id, json.dumps(list(tokens), ensure_ascii=False)) for chunk_id, tokens in items
+        ]
+        if not rows:
+            return
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?)", rows)
+        db.close()
+
+    def _cached_tokens(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        db = self._db()
+        try:
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                query = f"SELECT id, tokens FROM tokens WHERE id IN ({marks})"
+                for chunk_id, tokens in db.execute(query, part):
+                    found[chunk_id] = json.loads(tokens)
+        finally:
+            db.close()
+        return found
+
+    # -- the index --------------------------------------------------------------------------
+
+    def current(self) -> str | None:
+        """Fingerprint of the live index, or None when there is none."""
+        marker = self.directory / "CURRENT"
+        if not marker.is_file():
+            return None
+        name = marker.read_text().strip()
+        return name if (self.directory / f"index-{name}").is_dir() else None
+
+    def is_current(self, ids: Iterable[str]) -> bool:
+        return self.current() == fingerprint(ids)
+
+    def rebuild(self, ids: Sequence[str], fetch_texts: Callable[[list[str]], list[str]]) -> None:
+        """Build the index for exactly ``ids``; texts of uncached ids come from ``fetch_texts``."""
+        import bm25s
+
+        ids = sorted(ids)
+        print_name = fingerprint(ids)
+        tokens = self._cached_tokens(ids)
+        missing = [i for i in ids if i not in tokens]
+        if missing:
+            logger.info("tokenizing %d chunks not in the token cache", len(missing))
+            fresh = [
+                (i, lexical_tokens(t)) for i, t in zip(missing, fetch_texts(missing), strict=True)
+            ]
+            self.put_tokens(fresh)
+            tokens.update(fresh)
+        target = self.directory / f"index-{print_name}"
+        scratch = self.directory / f"building-{os.getpid()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        if ids:
+            index = bm25s.BM25()
+            index.index([tokens[i] or [""] for i in ids], show_progress=False)
+            index.save(str(scratch), show_progress=False)
+        (scratch / "ids.json").write_text(json.dumps(ids))
+        shutil.rmtree(target, ignore_errors=True)
+        scratch.rename(target)
+        tmp_marker = self.directory / f"CURRENT.{os.getpid()}"
+        tmp_marker.write_text(print_name)
+        os.replace(tmp_marker, self.directory / "CURRENT")
+        self._prune(keep=target.name, ids=set(ids))
+        self._loaded = None
+
+    def _prune(self, keep: str, ids: set[str]) -> None:
+        """Drop old index directories and cached tokens of chunks that no longer exist."""
+        for old in self.directory.glob("index-*"):
+            if old.name != keep:
+                shutil.rmtree(old, ignore_errors=True)
+        db = self._db()
+        try:
+            stale = [row[0] for row in db.execute("SELECT id FROM tokens") if row[0] not in ids]
+            with db:
+                db.executemany("DELETE FROM tokens WHERE id = ?", [(i,) for i in stale])
+        finally:
+            db.close()
+
+    def ids(self) -> list[str]:
+        """Chunk ids in the live index (empty when there is none)."""
+        return self._load()[2] if self.current() else []
+
+    def _load(self) -> tuple[str, Any, list[str]]:
+        import bm25s
+
+        name = self.current()
+        if name is None:
+            raise LookupError(f"no lexical index in {self.directory}")
+        if self._loaded is None or self._loaded[0] != name:
+            folder = self.directory / f"index-{name}"
+            ids = json.loads((folder / "ids.json").read_text())
+            index = bm25s.BM25.load(str(folder), show_progress=False) if ids else None
+            self._loaded = (name, index, ids)
+        return self._loaded
+
+    def search(self, query: str, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` best chunk ids for ``query`` with their BM25 scores (positive scores only)."""
+        _, index, ids = self._load()
+        words = lexical_tokens(query)
+        if index is None or not words:
+            return []
+        vocab = index.vocab_dict
+        known = [w for w in words if w in vocab]
+        if not known:
+            return []
+        found, scores = index.retrieve([known], k=min(k, len(ids)), show_progress=False)
+        return [
+            (ids[int(doc)], float(score))
+            for doc, score in zip(found[0], scores[0], strict=True)
+            if score > 0
+        ]
+
+    def remove(self) -> None:
+        """Delete the index and its cache."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._loaded = None

@@ -1,0 +1,1 @@
+"""``python -m ingest docs/``: the same command as ``cmrag ingest docs/``."""

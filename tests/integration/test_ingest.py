@@ -1,0 +1,466 @@
+"""Ingest end to end: real loaders, real splitter, real sentence-transformers, real Chroma.
+
+Most tests embed with a tiny random-weight sentence-transformers model (same tokenizer and input
+limit as the bundled MiniLM, 50x faster); one runs the bundled MiniLM itself.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chinese_mixtral_rag.embeddings import resolve_embedding_model
+from chinese_mixtral_rag.ingest import ChunkingSpec, IngestReport, ingest
+from chinese_mixtral_rag.store import KnowledgeBase, StoreError
+from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_embedder
+
+pytest.importorskip("chromadb", reason="needs the rag extra")
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+
+PARAGRAPH = (
+    "混合专家模型由多个专家网络和一个门控网络组成。门控网络为每个词元选择两个专家，"
+    "只有被选中的专家参与计算，所以模型的总参数很多，但每个词元的计算量不大。\n\n"
+    "中文Mixtral在原版Mixtral的基础上用大规模中文语料继续训练，并用指令数据精调，"
+    "能够处理长达三万两千个词元的上下文。"
+)
+TRADITIONAL = "混合專家模型由多個專家網絡和一個門控網絡組成。門控網絡為每個詞元選擇兩個專家。"
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_embedder(tmp_path_factory.mktemp("embedder") / "tiny-embedder")
+
+
+def open_kb(
+    store: Path, embedder: Path | None, name: str = "test-docs", **kwargs: Any
+) -> KnowledgeBase:
+    info = resolve_embedding_model(str(embedder) if embedder else None)
+    return KnowledgeBase(name, info, persist_dir=store, **kwargs)
+
+
+def spec_for(kb: KnowledgeBase, **kwargs: Any) -> ChunkingSpec:
+    return ChunkingSpec(embedding_path=kb.embedding.path, **kwargs)
+
+
+def outcomes(report: IngestReport) -> dict[str, str]:
+    return {o.source: o.status for o in report.outcomes}
+
+
+def write_folder(root: Path) -> Path:
+    """A small mixed folder: Chinese txt, markdown with headings, csv, html."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "moe.txt").write_text(PARAGRAPH * 3, encoding="utf-8")
+    (root / "guide.md").write_text(
+        "# 使用指南\n\n## 安装\n\n运行 make install 安装全部依赖。\n\n## 提问\n\n"
+        "用 cmrag ask 提出问题，答案后面列出编号的出处。\n",
+        encoding="utf-8",
+    )
+    (root / "sub").mkdir(exist_ok=True)
+    (root / "sub" / "table.csv").write_text(
+        "城市,人口\n北京,2189万\n上海,2487万\n", encoding="utf-8"
+    )
+    (root / "sub" / "page.html").write_text(
+        "<html><head><title>三国</title></head><body><h1>桃园结义</h1>"
+        "<p>刘备、关羽、张飞在桃园结为兄弟。</p></body></html>",
+        encoding="utf-8",
+    )
+    return root
+
+
+def state(kb: KnowledgeBase) -> dict[str, tuple[str, str]]:
+    """id -> (source, text) of everything in the collection."""
+    page = kb.collection.get(include=["metadatas", "documents"])
+    return {
+        i: (str(m["source"]), str(d))
+        for i, m, d in zip(page["ids"], page["metadatas"], page["documents"], strict=True)
+    }
+
+
+# -- the basics -----------------------------------------------------------------------------
+
+
+def test_ingest_stores_chunks_with_full_metadata(tmp_path: Path, tiny_embedder: Path) -> None:
+    docs = write_folder(tmp_path / "docs")
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    report = ingest(docs, kb, spec_for(kb, chunk_size=64, chunk_overlap=8), workers=0)
+    assert outcomes(report) == {
+        "moe.txt": "added",
+        "guide.md": "added",
+        "sub/table.csv": "added",
+        "sub/page.html": "added",
+    }
+    assert not report.failures
+    assert kb.count() == report.chunks_written
+    assert 0 < report.chunks_embedded <= report.chunks_written  # repeated text embedded once
+    page = kb.collection.get(include=["metadatas", "documents"])
+    for meta, text in zip(page["metadatas"], page["documents"], strict=True):
+        for key in ("source", "root", "file_hash", "chunk_index", "start_index", "end_index"):
+            assert key in meta, key
+        assert meta["ingested_at"].startswith("20")
+        assert meta["title"]
+        assert text.strip() == text
+        assert text
+    moe = sorted(
+        (m for m in page["metadatas"] if m["source"] == "moe.txt"), key=lambda m: m["chunk_index"]
+    )
+    assert [m["chunk_index"] for m in moe] == list(range(len(moe)))
+    assert len(moe) > 3
+    headings = {m.get("heading") for m in page["metadatas"] if m["source"] == "guide.md"}
+    assert any(h and "安装" in h for h in headings)
+    # The lexical index holds exactly the stored chunks, and finds Chinese words.
+    assert sorted(kb.lexical.ids()) == sorted(page["ids"])
+    best = kb.lexical.search("桃园结义", k=1)
+    assert best
+    assert state(kb)[best[0][0]][0] == "sub/page.html"
+
+
+def test_second_run_changes_nothing_and_embeds_nothing(tmp_path: Path, tiny_embedder: Path) -> None:
+    docs = write_folder(tmp_path / "docs")
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    spec = spec_for(kb, chunk_size=64, chunk_overlap=8)
+    ingest(docs, kb, spec, workers=0)
+    before = state(kb)
+    again = ingest(docs, kb, spec, workers=0)
+    assert set(outcomes(again).values()) == {"unchanged"}
+    assert again.chunks_embedded == 0
+    assert again.chunks_written == 0
+    assert state(kb) == before
+
+
+def incremental_scenario(tmp_path: Path, kb: KnowledgeBase) -> None:
+    """Edit one file, delete another, add a third: exactly those changes are applied."""
+    docs = write_folder(tmp_path / "docs")
+    spec = spec_for(kb, chunk_size=64, chunk_overlap=8)
+    ingest(docs, kb, spec, workers=0)
+    before = state(kb)
+    html_ids = {i for i, (s, _) in before.items() if s == "sub/page.html"}
+    (docs / "moe.txt").write_text(PARAGRAPH * 3 + "\n\n新增的一段：专家并行需要高速互联。", "utf-8")
+    (docs / "sub" / "page.html").unlink()
+    (docs / "new.txt").write_text("赤壁之战发生在公元二〇八年。", encoding="utf-8")
+    report = ingest(docs, kb, spec, prune=True, workers=0)
+    assert outcomes(report) == {
+        "moe.txt": "updated",
+        "guide.md": "unchanged",
+        "sub/table.csv": "unchanged",
+        "sub/page.html": "removed",
+        "new.txt": "added",
+    }
+    after = state(kb)
+    assert not html_ids & after.keys()
+    assert {s for s, _ in after.values()} == {"moe.txt", "guide.md", "sub/table.csv", "new.txt"}
+    # Unchanged chunks of the edited file keep their ids and vectors; only new text is embedded.
+    kept = {i for i, (s, _) in before.items() if s == "moe.txt"} & after.keys()
+    assert kept, "the unchanged start of moe.txt should keep its chunks"
+    assert report.chunks_reused >= len(kept)
+    assert report.chunks_embedded < len([1 for s, _ in after.values() if s == "moe.txt"]) + 2
+    assert any("高速互联" in t for s, t in after.values() if s == "moe.txt")
+    # The lexical index follows: the deleted file is gone from it, the new one is found.
+    assert sorted(kb.lexical.ids()) == sorted(after)
+    assert all(after[i][0] != "sub/page.html" for i, _ in kb.lexical.search("桃园 结义 刘备"))
+    hits = kb.lexical.search("赤壁之战", k=1)
+    assert hits
+    assert after[hits[0][0]][0] == "new.txt"
+    # Without --prune a vanished file is listed, not removed.
+    (docs / "new.txt").unlink()
+    report = ingest(docs, kb, spec, workers=0)
+    assert report.missing == ["new.txt"]
+    assert any(s == "new.txt" for s, _ in state(kb).values())
+
+
+def test_edit_delete_add_are_applied_exactly(tmp_path: Path, tiny_embedder: Path) -> None:
+    incremental_scenario(tmp_path, open_kb(tmp_path / "store", tiny_embedder))
+
+
+def test_same_text_in_every_encoding_gives_the_same_chunks(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    variants = {
+        "utf8.txt": PARAGRAPH.encode("utf-8"),
+        "utf8-bom.txt": PARAGRAPH.encode("utf-8-sig"),
+        "gb18030.txt": PARAGRAPH.encode("gb18030"),
+        "utf16.txt": PARAGRAPH.encode("utf-16"),
+    }
+    for name, data in variants.items():
+        (docs / name).write_bytes(data)
+    (docs / "big5.txt").write_bytes(TRADITIONAL.encode("big5"))
+    (docs / "big5-utf8.txt").write_text(TRADITIONAL, encoding="utf-8")
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    report = ingest(docs, kb, spec_for(kb, chunk_size=48, chunk_overlap=8), workers=0)
+    assert not report.failures
+    by_source: dict[str, list[str]] = {}
+    page = kb.collection.get(include=["metadatas", "documents"])
+    for meta, text in sorted(
+        zip(page["metadatas"], page["documents"], strict=True), key=lambda p: p[0]["chunk_index"]
+    ):
+        by_source.setdefault(meta["source"], []).append(text)
+    expected = by_source["utf8.txt"]
+    assert len(expected) > 1
+    for name in variants:
+        assert by_source[name] == expected, name
+    assert by_source["big5.txt"] == by_source["big5-utf8.txt"]
+
+
+def test_a_different_embedding_model_is_refused_and_nothing_is_lost(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    docs = write_folder(tmp_path / "docs")
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    ingest(docs, kb, spec_for(kb), workers=0)
+    count = kb.count()
+    other = open_kb(tmp_path / "store", None)  # the bundled MiniLM
+    with pytest.raises(StoreError, match="tiny-embedder"):
+        ingest(docs, other, spec_for(other), workers=0)
+    assert kb.count() == count
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def bad_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "good.txt").write_text(PARAGRAPH, encoding="utf-8")
+    (root / "empty.txt").write_bytes(b"")
+    (root / "blank.md").write_text("  \n\n \t\n", encoding="utf-8")
+    (root / "junk.txt").write_bytes(random.Random(0).randbytes(65536))
+    (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage")
+    (root / "fake.docx").write_text("I am not a zip file", encoding="utf-8")
+    (root / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (root / "long-line.txt").write_text("长" * 200_000, encoding="utf-8")
+    (root / "dangling.txt").symlink_to(root / "does-not-exist.txt")
+    (root / "loop").mkdir()
+    (root / "loop" / "inner.txt").write_text("循环目录里的文件。", encoding="utf-8")
+    (root / "loop" / "back").symlink_to(root / "loop")
+    return root
+
+
+def test_bad_files_are_reported_and_the_rest_is_stored(tmp_path: Path, tiny_embedder: Path) -> None:
+    docs = bad_folder(tmp_path / "docs")
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    report = ingest(docs, kb, spec_for(kb, chunk_size=64, chunk_overlap=0), workers=0)
+    status = outcomes(report)
+    assert status["good.txt"] == "added"
+    assert status["long-line.txt"] == "added"
+    assert status["loop/inner.txt"] == "added"
+    reasons = {o.source: o.reason.lower() for o in report.outcomes if o.reason}
+    for name in ("empty.txt", "blank.md", "junk.txt", "broken.pdf", "fake.docx", "dangling.txt"):
+        assert status[name] == "failed", name
+    assert "empty" in reasons["empty.txt"] or "no text" in reasons["empty.txt"]
+    assert "text" in reasons["junk.txt"]
+    assert "symbolic link" in reasons["dangling.txt"]
+    assert status["picture.png"] == "skipped"
+    assert "unsupported" in reasons["picture.png"]
+    assert not any(s.startswith("loop/back/inner") for s in status)  # the loop is not followed
+    stored = {s for s, _ in state(kb).values()}
+    assert stored == {"good.txt", "long-line.txt", "loop/inner.txt"}
+    # A file that breaks later keeps what was stored for it.
+    (docs / "good.txt").write_bytes(random.Random(1).randbytes(4096))
+    report = ingest(docs, kb, spec_for(kb, chunk_size=64, chunk_overlap=0), prune=True, workers=0)
+    assert outcomes(report)["good.txt"] == "failed"
+    assert "good.txt" in {s for s, _ in state(kb).values()}
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def run_cli(
+    *args: str, env: dict[str, str], check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "COLUMNS": "200"},
+        cwd=REPO,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def cli_env(tmp_path: Path, embedder: Path) -> dict[str, str]:
+    return {
+        "CMR_PERSIST_DIR": str(tmp_path / "store"),
+        "CMR_EMBEDDING_MODEL": str(embedder),
+        "CMR_COLLECTION": "cli-docs",
+        "CMR_INGEST_WORKERS": "2",
+    }
+
+
+def test_cli_ingest_list_delete_reset(tmp_path: Path, tiny_embedder: Path) -> None:
+    docs = write_folder(tmp_path / "docs")
+    env = cli_env(tmp_path, tiny_embedder)
+    first = run_cli(str(docs), env=env, check=True)
+    assert "added" in first.stdout
+    assert "in collection" in first.stdout
+    listing = run_cli("--list", env=env, check=True).stdout
+    for name in ("moe.txt", "guide.md", "sub/table.csv", "sub/page.html"):
+        assert name in listing
+    second = run_cli(str(docs), "-q", env=env, check=True).stdout
+    assert "unchanged" in second
+    removed = run_cli("--delete", "moe.txt", env=env, check=True).stdout
+    assert "removed moe.txt" in removed
+    assert "moe.txt" not in run_cli("--list", env=env, check=True).stdout
+    missing = run_cli("--delete", "nope.txt", env=env)
+    assert missing.returncode == 2
+    assert "no stored document" in missing.stderr
+    run_cli("--reset", env=env, check=True)
+    assert "0 documents" in run_cli("--list", env=env, check=True).stdout
+
+
+def test_cli_reports_failures_with_exit_status_one(tmp_path: Path, tiny_embedder: Path) -> None:
+    docs = bad_folder(tmp_path / "docs")
+    env = cli_env(tmp_path, tiny_embedder)
+    result = run_cli(str(docs), "-q", env=env)
+    assert result.returncode == 1
+    assert "failed: junk.txt" in result.stdout
+    assert "skipped: picture.png" in result.stdout
+    strict = run_cli(str(docs), "--strict", "-q", env={**env, "CMR_COLLECTION": "strict-docs"})
+    assert strict.returncode == 1
+    assert "stopped at the first failure" in strict.stdout
+    gone = run_cli(str(tmp_path / "nowhere"), env=env)
+    assert gone.returncode == 2
+    assert "no such file or folder" in gone.stderr
+
+
+# -- kill -9 --------------------------------------------------------------------------------
+
+
+def kill_folder(root: Path, files: int = 24) -> Path:
+    root.mkdir(parents=True)
+    text = (PARAGRAPH + "\n\n") * 4
+    for n in range(files):
+        (root / f"doc-{n:02d}.txt").write_text(f"第{n}号文件。\n\n" + text, encoding="utf-8")
+    return root
+
+
+def test_kill_minus_nine_then_rerun_equals_a_clean_run(tmp_path: Path, tiny_embedder: Path) -> None:
+    docs = kill_folder(tmp_path / "docs")
+    env = {**cli_env(tmp_path, tiny_embedder), "CMR_INGEST_BATCH": "16", "CMR_CHUNK_SIZE": "48"}
+    clean_env = {**env, "CMR_PERSIST_DIR": str(tmp_path / "clean")}
+    started = time.perf_counter()
+    run_cli(str(docs), "-q", env=clean_env, check=True)
+    duration = time.perf_counter() - started
+    clean = open_kb(tmp_path / "clean", tiny_embedder, "cli-docs")
+    expected = state(clean)
+    assert len(expected) > 48
+    orphans: set[int] = set()
+    for fraction in (0.25, 0.5, 0.75, 0.9):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ingest", str(docs), "-q"],
+            env={**os.environ, **env},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(duration * fraction)
+        workers = children_of(child.pid)
+        child.kill()  # SIGKILL: no cleanup of any kind
+        child.wait()
+        orphans.update(workers)
+    run_cli(str(docs), "-q", env=env, check=True)
+    kb = open_kb(tmp_path / "store", tiny_embedder, "cli-docs")
+    assert state(kb) == expected
+    assert kb.count() == len(expected)
+    assert sorted(kb.lexical.ids()) == sorted(expected)
+    # Parsing workers of the killed runs did not outlive them.
+    deadline = time.monotonic() + 10
+    while orphans and time.monotonic() < deadline:
+        orphans = {pid for pid in orphans if Path(f"/proc/{pid}").exists()}
+        time.sleep(0.2)
+    assert not orphans, f"worker processes outlived their killed ingest: {orphans}"
+
+
+def children_of(pid: int) -> set[int]:
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+# -- a real Chroma server -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    chroma = Path(sys.executable).parent / "chroma"
+    if not chroma.exists():
+        pytest.skip("the chroma command is not installed")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(chroma),
+            "run",
+            "--path",
+            str(tmp_path / "server"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("chroma run did not start listening within 60 s")
+        yield "127.0.0.1", port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_same_ingest_works_against_a_chroma_server(
+    tmp_path: Path, tiny_embedder: Path, chroma_server: tuple[str, int]
+) -> None:
+    host, port = chroma_server
+    kb = open_kb(tmp_path / "local", tiny_embedder, host=host, port=port)
+    incremental_scenario(tmp_path, kb)
+    assert not (tmp_path / "local" / "chroma.sqlite3").exists()  # vectors live on the server
+
+
+# -- the real embedding model ---------------------------------------------------------------
+
+
+def test_bundled_minilm_embeds_for_real(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "en.txt").write_text(
+        "The cat sat on the mat.\n\nQuarterly revenue grew by ten percent.", encoding="utf-8"
+    )
+    kb = open_kb(tmp_path / "store", None)
+    ingest(docs, kb, spec_for(kb, chunk_size=32, chunk_overlap=0), workers=0)
+    hits = kb.vectorstore().similarity_search("a kitten resting on a rug", k=1)
+    assert "cat" in hits[0].page_content
