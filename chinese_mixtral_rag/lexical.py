@@ -1,10 +1,15 @@
-"""BM25 over jieba tokens, persisted next to a Chroma collection and kept consistent with it.
+"""BM25 over Chinese character unigrams + bigrams (and whole words for other scripts), persisted
+next to a Chroma collection and kept consistent with it.
+
+Why characters and not jieba words: on CMRC 2018 dev (848 contexts chunked by our ingest, 2,159
+chunks, 3,219 questions) character unigrams+bigrams reach recall@1 0.961 / recall@5 0.995 against
+0.948 / 0.990 for ``jieba.lcut_for_search``, and tokenize 10x faster (jieba, at ~70k characters/s,
+was the slowest step of parsing). A segmenter's mistakes cost recall; bigrams cover every word.
 
 The index is derived state: it is rebuilt (in seconds, with bm25s) from the collection's chunk ids
 whenever they differ from the ids it was built for, so adds, updates, deletes and even an ingest
-killed half-way can never leave it out of step for long. Tokenizing is the slow part (jieba does
-~70k characters/s), so the tokens of every chunk are cached by chunk id; ids are derived from
-content, so a cached entry never goes stale.
+killed half-way can never leave it out of step for long. The tokens of every chunk are cached by
+chunk id (ids are derived from content, so an entry never goes stale) per tokenization scheme.
 """
 
 from __future__ import annotations
@@ -13,35 +18,46 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: Recorded with the index; a different scheme means the cached tokens are not reusable.
-LEXICAL_SCHEME = "jieba-search-v1"
+#: Names the tokenization; cached tokens of another scheme are never reused.
+LEXICAL_SCHEME = "cjk-bigram-v1"
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003ffff"
+_RUN = re.compile(f"[{_CJK}]+|[^\\W_{_CJK}]+")
+_IS_CJK = re.compile(f"[{_CJK}]")
+#: Full-width letters and digits, folded as document cleaning folds them (queries are not cleaned).
+_FULL_WIDTH = {
+    code: code - 0xFEE0
+    for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B))
+}
 
 
 def lexical_tokens(text: str) -> list[str]:
-    """Search tokens of ``text``: jieba's search mode (words and their sub-words), lowercased,
-    punctuation and whitespace dropped."""
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    return [
-        token
-        for token in (t.strip().lower() for t in jieba.lcut_for_search(text))
-        if token and not all(unicodedata.category(ch)[0] in "PZSC" for ch in token)
-    ]
+    """Search tokens: each CJK character and each pair of neighbouring ones, plus lowercased
+    words/numbers of other scripts; punctuation and spaces dropped."""
+    tokens: list[str] = []
+    for match in _RUN.finditer(text.translate(_FULL_WIDTH).lower()):
+        run = match.group()
+        if _IS_CJK.match(run):
+            tokens.extend(run)
+            tokens.extend(a + b for a, b in pairwise(run))
+        else:
+            tokens.append(run)
+    return tokens
 
 
 def fingerprint(ids: Iterable[str]) -> str:
-    """A digest of a set of chunk ids (order does not matter)."""
-    digest = hashlib.sha256()
+    """A digest of a set of chunk ids (order does not matter) and of the tokenization scheme."""
+    digest = hashlib.sha256(LEXICAL_SCHEME.encode())
     for chunk_id in sorted(ids):
         digest.update(chunk_id.encode())
         digest.update(b"\n")
@@ -51,9 +67,9 @@ def fingerprint(ids: Iterable[str]) -> str:
 class LexicalIndex:
     """A BM25 index over chunk ids, stored in ``directory``.
 
-    Layout: ``tokens.sqlite`` (cache: chunk id -> tokens), ``index-<fingerprint>/`` (bm25s files
-    and ``ids.json``) and ``CURRENT`` naming the live index; ``CURRENT`` is replaced atomically, so
-    a reader never sees a half-written index.
+    Layout: ``tokens-<scheme>.sqlite`` (cache: chunk id -> tokens), ``index-<fingerprint>/``
+    (bm25s files and ``ids.json``) and ``CURRENT`` naming the live index; ``CURRENT`` is replaced
+    atomically, so a reader never sees a half-written index.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -64,7 +80,7 @@ class LexicalIndex:
 
     def _db(self) -> sqlite3.Connection:
         self.directory.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.directory / "tokens.sqlite")
+        db = sqlite3.connect(self.directory / f"tokens-{LEXICAL_SCHEME}.sqlite")
         db.execute("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, tokens TEXT NOT NULL)")
         return db
 
