@@ -118,28 +118,21 @@ class _RichProgress(ProgressHook):
 
 
 def print_report(report: IngestReport, kb: KnowledgeBase) -> None:
-    """The summary table, then each failure with its reason."""
+    """The summary (one line per figure, readable in any terminal), then each failure's reason."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{kb.name}: {report.root}", title_justify="left")
-    for column in ("added", "updated", "unchanged", "removed", "failed", "skipped"):
-        table.add_column(column, justify="right")
-    table.add_column("chunks written", justify="right")
-    table.add_column("embedded", justify="right")
-    table.add_column("deleted", justify="right")
-    table.add_column("in collection", justify="right")
-    table.add_column("seconds", justify="right")
-    statuses = ("added", "updated", "unchanged", "removed", "failed", "skipped")
-    table.add_row(
-        *(str(report.count(s)) for s in statuses),  # type: ignore[arg-type]
-        str(report.chunks_written),
-        str(report.chunks_embedded),
-        str(report.chunks_deleted),
-        str(kb.count()),
-        f"{report.seconds:.1f}",
-    )
+    table = Table(title=f"{kb.name}: {report.root}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("files", justify="right")
+    for status in ("added", "updated", "unchanged", "removed", "failed", "skipped"):
+        table.add_row(f"files {status}", str(report.count(status)))
+    table.add_row("chunks written", str(report.chunks_written))
+    table.add_row("chunks embedded", str(report.chunks_embedded))
+    table.add_row("chunks deleted", str(report.chunks_deleted))
+    table.add_row("chunks in collection", str(kb.count()))
+    table.add_row("seconds", f"{report.seconds:.1f}")
     console.print(table)
     for outcome in report.outcomes:
         if outcome.status in {"failed", "skipped"}:
