@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -184,8 +184,13 @@ class LexicalIndex:
             self._loaded = (name, index, ids)
         return self._loaded
 
-    def search(self, query: str, k: int = 10) -> list[tuple[str, float]]:
-        """The ``k`` best chunk ids for ``query`` with their BM25 scores (positive scores only)."""
+    def search(
+        self, query: str, k: int = 10, allowed: Collection[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The ``k`` best chunk ids for ``query`` with their BM25 scores (positive scores only);
+        ``allowed`` restricts the search to those chunk ids (a source or metadata filter)."""
+        import numpy as np
+
         _, index, ids = self._load()
         words = lexical_tokens(query)
         if index is None or not words:
@@ -194,12 +199,37 @@ class LexicalIndex:
         known = [w for w in words if w in vocab]
         if not known:
             return []
-        found, scores = index.retrieve([known], k=min(k, len(ids)), show_progress=False)
+        mask = None
+        if allowed is not None:
+            mask = np.fromiter((i in allowed for i in ids), dtype=np.float32, count=len(ids))
+            if not mask.any():
+                return []
+        found, scores = index.retrieve(
+            [known], k=min(k, len(ids)), show_progress=False, weight_mask=mask
+        )
         return [
             (ids[int(doc)], float(score))
             for doc, score in zip(found[0], scores[0], strict=True)
             if score > 0
         ]
+
+    def idf(self, tokens: Iterable[str]) -> dict[str, float]:
+        """BM25 inverse document frequency of each token in the indexed chunks (tokens found in
+        no chunk get the highest value): how much a token says about relevance."""
+        import math
+
+        _, index, ids = self._load()
+        total = len(ids)
+        vocab = index.vocab_dict if index is not None else {}
+        indptr = index.scores["indptr"] if index is not None else None
+        weights: dict[str, float] = {}
+        for token in tokens:
+            position = vocab.get(token)
+            df = 0
+            if position is not None and indptr is not None:
+                df = int(indptr[position + 1] - indptr[position])
+            weights[token] = math.log(1 + (total - df + 0.5) / (df + 0.5))
+        return weights
 
     def remove(self) -> None:
         """Delete the index and its cache."""

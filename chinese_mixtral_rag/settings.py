@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,7 +66,40 @@ class StoreOptions(BaseModel):
     """Processes parsing files during ingest; None: up to 4 (0 or 1: in the main process)."""
 
 
-class Settings(ModelOptions, StoreOptions, BaseSettings):
+class QAOptions(BaseModel):
+    """How questions are answered: retrieval, the context budget, follow-ups."""
+
+    retrieve_k: int = Field(default=20, ge=1)
+    """Retrieved chunks offered to the packer, best first (it takes what fits the window)."""
+
+    fetch_k: int = Field(default=50, ge=1)
+    """Candidates taken from BM25 and from dense search before fusion."""
+
+    dense_weight: float = Field(default=1.0, ge=0.0)
+    """Weight of dense search in the fusion, for questions the embedder can read (it skips
+    questions it cannot: the offline MiniLM cannot read Chinese)."""
+
+    reranker: str | None = None
+    """A cross-encoder (directory or cached hub id, e.g. BAAI/bge-reranker-base) reordering the
+    candidates; None: off."""
+
+    min_relevance: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Below this relevance of the best hit (share of the question found in it) the answer is
+    "not found in the documents" and the model is not asked."""
+
+    context_tokens: int | None = Field(default=None, ge=1)
+    """Most tokens of material in the prompt; None: all the window leaves (lower it on a CPU,
+    where every 1,000 prompt tokens of a real Mixtral cost seconds)."""
+
+    whole_documents: bool = True
+    """Put the candidate files in whole when they fit the budget."""
+
+    condense: Literal["model", "concat", "off"] = "model"
+    """How a follow-up question becomes a search query: rewritten by the model, joined to the
+    previous question, or used as it is."""
+
+
+class Settings(ModelOptions, StoreOptions, QAOptions, BaseSettings):
     """All knobs of the package, read from ``CMR_*`` environment variables."""
 
     model_config = SettingsConfigDict(

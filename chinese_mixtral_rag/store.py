@@ -28,6 +28,7 @@ from chinese_mixtral_rag.errors import ChineseMixtralError, MissingDependencyErr
 from chinese_mixtral_rag.lexical import LexicalIndex
 
 if TYPE_CHECKING:
+    from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
 
     from chinese_mixtral_rag.settings import StoreOptions
@@ -243,6 +244,32 @@ class KnowledgeBase:
             page = self.collection.get(ids=list(ids[start : start + limit]), include=["documents"])
             found.update(zip(page["ids"], page["documents"], strict=True))
         return [found[i] for i in ids]
+
+    def ids_where(self, where: Mapping[str, Any]) -> list[str]:
+        """Ids of the chunks matching a Chroma metadata filter."""
+        return [i for page in self._pages([], where) for i in page["ids"]]
+
+    def documents(self, ids: Sequence[str]) -> list[Document]:
+        """Chunks as LangChain documents in the order of ``ids`` (unknown ids are skipped);
+        ``metadata["id"]`` is the chunk id."""
+        from langchain_core.documents import Document
+
+        found: dict[str, Document] = {}
+        limit = self._client.get_max_batch_size()
+        for start in range(0, len(ids), limit):
+            page = self.collection.get(
+                ids=list(ids[start : start + limit]), include=["documents", "metadatas"]
+            )
+            for chunk_id, text, meta in zip(
+                page["ids"], page["documents"], page["metadatas"], strict=True
+            ):
+                found[chunk_id] = Document(page_content=text, metadata={**meta, "id": chunk_id})
+        return [found[i] for i in ids if i in found]
+
+    def chunks_of(self, source: str) -> list[Document]:
+        """Every chunk of one file, in document order (for putting a whole file in the prompt)."""
+        chunks = self.documents(self.ids_of(source))
+        return sorted(chunks, key=lambda d: int(d.metadata.get("chunk_index", 0)))
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chinese_mixtral_rag.testing import SMALL, TINY, TinyModel, build_tiny_mixtral
@@ -21,3 +23,12 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     pytest.importorskip("transformers", reason="needs the transformers extra")
     pytest.importorskip("sentencepiece", reason="needs sentencepiece")
     return build_tiny_mixtral(tmp_path_factory.mktemp("small-mixtral"), SMALL)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight sentence-transformers model with MiniLM's tokenizer and input limit."""
+    pytest.importorskip("sentence_transformers", reason="needs the rag extra")
+    from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_embedder
+
+    return build_tiny_embedder(tmp_path_factory.mktemp("embedder") / "tiny-embedder")

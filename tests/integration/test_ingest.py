@@ -21,7 +21,6 @@ import pytest
 from chinese_mixtral_rag.embeddings import resolve_embedding_model
 from chinese_mixtral_rag.ingest import ChunkingSpec, IngestReport, ingest
 from chinese_mixtral_rag.store import KnowledgeBase, StoreError
-from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_embedder
 
 pytest.importorskip("chromadb", reason="needs the rag extra")
 
@@ -35,11 +34,6 @@ PARAGRAPH = (
     "能够处理长达三万两千个词元的上下文。"
 )
 TRADITIONAL = "混合專家模型由多個專家網絡和一個門控網絡組成。門控網絡為每個詞元選擇兩個專家。"
-
-
-@pytest.fixture(scope="session")
-def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_embedder(tmp_path_factory.mktemp("embedder") / "tiny-embedder")
 
 
 def open_kb(

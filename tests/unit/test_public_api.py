@@ -14,6 +14,7 @@ def test_all_is_pinned_and_sorted() -> None:
         "ChineseMixtralChat",
         "Settings",
         "__version__",
+        "build_qa_chain",
     ]
     for name in chinese_mixtral_rag.__all__:
         assert getattr(chinese_mixtral_rag, name) is not None

@@ -1,0 +1,345 @@
+"""Question answering over a knowledge base as one LCEL Runnable: retrieve, pack, answer, cite.
+
+``build_qa_chain(chat, collection="laws")`` returns a Runnable. Its input is a dict::
+
+    {"question": "...",                       # required
+     "history": [("问题", "回答"), ...],        # optional earlier turns (or LangChain messages)
+     "sources": ["民法典.pdf"],                # optional: only these files
+     "where": {"file_type": "pdf"}}           # optional Chroma metadata filter
+
+``stream`` yields dict chunks: first ``{"question", "search_query", "found", "report"}``, then
+``{"answer": piece}`` per piece of text, then ``{"sources", "cited", "usage"}``; ``invoke``
+returns them merged into one dict. ``sources[n - 1]`` is what the answer's ``[n]`` refers to;
+markers that point to nothing are removed from the answer as it streams.
+
+When the best hit's relevance is below ``min_relevance`` the model is not asked at all: the
+answer says the documents do not contain it, with no sources (no invented citations).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableGenerator
+from langchain_core.runnables.utils import AddableDict
+
+from chinese_mixtral_rag import prompts
+from chinese_mixtral_rag.errors import ChineseMixtralError
+from chinese_mixtral_rag.packing import Packed, PackReport, Passage, pack
+from chinese_mixtral_rag.retrieval import HybridRetriever
+from chinese_mixtral_rag.settings import QAOptions, Settings
+from chinese_mixtral_rag.store import KnowledgeBase, open_knowledge_base
+
+#: Answer tokens reserved when the chat model sets no ``max_tokens``.
+DEFAULT_ANSWER_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an answer's ``[n]`` refers to."""
+
+    n: int
+    source: str
+    page: str
+    """Page or page range ("3", "3-4"); "" for files without pages."""
+    title: str
+    text: str
+    score: float
+    relevance: float
+    chunk_ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, n: int, passage: Passage) -> Source:
+        return cls(
+            n=n,
+            source=passage.source,
+            page=passage.pages,
+            title=passage.title,
+            text=passage.text,
+            score=passage.score,
+            relevance=passage.relevance,
+            chunk_ids=passage.chunk_ids,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CitationFilter:
+    """Removes ``[n]`` markers with no source ``n`` from streamed text, holding back only an
+    unfinished ``[12`` at the end of a piece until it is known to be a marker or not."""
+
+    _MARKER = re.compile(r"\[(\d{1,3})\]")
+    _OPEN = re.compile(r"\[\d{0,3}$")
+
+    def __init__(self, valid: int) -> None:
+        self.valid = valid
+        self.cited: list[int] = []
+        self._held = ""
+
+    def _clean(self, text: str) -> str:
+        def keep(match: re.Match[str]) -> str:
+            n = int(match.group(1))
+            if 1 <= n <= self.valid:
+                if n not in self.cited:
+                    self.cited.append(n)
+                return match.group(0)
+            return ""
+
+        return self._MARKER.sub(keep, text)
+
+    def feed(self, text: str) -> str:
+        buffer = self._held + text
+        open_marker = self._OPEN.search(buffer)
+        cut = open_marker.start() if open_marker else len(buffer)
+        self._held = buffer[cut:]
+        return self._clean(buffer[:cut])
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return self._clean(held)
+
+
+def _history_pairs(history: Any) -> list[tuple[str, str]]:
+    """Earlier turns as (question, answer) pairs, from pairs or from LangChain messages."""
+    if not history:
+        return []
+    pairs: list[tuple[str, str]] = []
+    if all(isinstance(m, BaseMessage) for m in history):
+        question: str | None = None
+        for message in history:
+            if isinstance(message, HumanMessage):
+                question = message.text
+            elif question is not None:
+                pairs.append((question, message.text))
+                question = None
+        return pairs
+    for item in history:
+        if isinstance(item, Mapping):
+            pairs.append((str(item["question"]), str(item["answer"])))
+        else:
+            asked, answered = item
+            pairs.append((str(asked), str(answered)))
+    return pairs
+
+
+class QAChain:
+    """The steps of one answer; :func:`build_qa_chain` wraps it as a Runnable."""
+
+    def __init__(
+        self,
+        chat: BaseChatModel,
+        kb: KnowledgeBase,
+        options: QAOptions,
+        *,
+        context_length: int | None = None,
+    ) -> None:
+        self.chat = chat
+        self.kb = kb
+        self.options = options
+        self._context_length = context_length
+        self.retriever = HybridRetriever(
+            kb=kb,
+            k=options.retrieve_k,
+            fetch_k=options.fetch_k,
+            dense_weight=options.dense_weight,
+            reranker=options.reranker,
+        )
+
+    # -- the model's measures -------------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        if self._context_length is not None:
+            return self._context_length
+        backend = getattr(self.chat, "get_backend", None)
+        if backend is None:
+            raise ChineseMixtralError(
+                f"{type(self.chat).__name__} does not report its context window: pass "
+                "context_length= to build_qa_chain."
+            )
+        return int(backend().context_length)
+
+    @property
+    def answer_tokens(self) -> int:
+        return int(getattr(self.chat, "max_tokens", None) or DEFAULT_ANSWER_TOKENS)
+
+    def prompt_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        """Exact tokens of the rendered prompt (our chat model) or the model's own count."""
+        prompt_ids = getattr(self.chat, "prompt_ids", None)
+        if prompt_ids is not None:
+            return len(prompt_ids(messages))
+        return int(self.chat.get_num_tokens_from_messages(list(messages)))
+
+    def count(self, text: str) -> int:
+        return int(self.chat.get_num_tokens(text))
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def search_query(self, question: str, history: list[tuple[str, str]]) -> str:
+        """The query for retrieval: the question, made standalone when there is history."""
+        if not history or self.options.condense == "off":
+            return question
+        if self.options.condense == "concat":
+            return f"{history[-1][0]}\n{question}"
+        prompt = prompts.CONDENSE.format(
+            history=prompts.history_text(history[-3:]), question=question
+        )
+        rewritten = self.chat.invoke(prompt, max_tokens=128, temperature=0.0).text.strip()
+        # The question itself stays in the query: a poor rewrite cannot lose its words.
+        return f"{rewritten.splitlines()[0] if rewritten else ''}\n{question}".strip()
+
+    def retrieve(
+        self, query: str, sources: Sequence[str] | None, where: Mapping[str, Any] | None
+    ) -> list[Document]:
+        return self.retriever.invoke(
+            query, sources=list(sources) if sources else None, where=dict(where) if where else None
+        )
+
+    def candidate_documents(
+        self, hits: Sequence[Document], sources: Sequence[str] | None, budget: int
+    ) -> dict[str, list[Document]] | None:
+        """Every chunk of the files that could go in whole: the chosen files, else the files
+        of the hits that pass the relevance bar; None when they are clearly too big to fit."""
+        if not self.options.whole_documents:
+            return None
+        if sources:
+            names = list(dict.fromkeys(sources))
+        else:
+            bar = self.options.min_relevance
+            names = list(
+                dict.fromkeys(
+                    str(h.metadata.get("source", ""))
+                    for h in hits
+                    if float(h.metadata.get("relevance", 0.0)) >= bar
+                )
+            )
+        # Cheap size estimate from the hits before fetching whole files from the store.
+        sizes = {
+            str(h.metadata.get("source", "")): int(h.metadata.get("file_chunks", 0))
+            * max(1, len(h.page_content) // 2)
+            for h in hits
+        }
+        if sum(sizes.get(name, 0) for name in names) > 2 * budget:
+            return None
+        documents = {name: self.kb.chunks_of(name) for name in names}
+        return {name: chunks for name, chunks in documents.items() if chunks}
+
+    def plan(
+        self,
+        question: str,
+        history: list[tuple[str, str]],
+        hits: Sequence[Document],
+        sources: Sequence[str] | None,
+    ) -> tuple[Packed, list[tuple[str, str]]]:
+        """Pack the material, dropping the oldest turns while the history takes more than half
+        of what the window leaves for the prompt."""
+        limit = self.context_length - self.answer_tokens
+        if limit <= 0:
+            raise ChineseMixtralError(
+                f"max_tokens={self.answer_tokens} leaves no room for a prompt in the "
+                f"{self.context_length}-token window; lower max_tokens."
+            )
+
+        def measure_with(turns: list[tuple[str, str]]) -> Any:
+            return lambda passages: self.prompt_tokens(
+                prompts.qa_messages(passages, question, turns)
+            )
+
+        while history and measure_with(history)([]) > limit // 2:
+            history = history[1:]
+        measure = measure_with(history)
+        if self.options.context_tokens is not None:
+            limit = min(limit, measure([]) + self.options.context_tokens)
+        documents = self.candidate_documents(hits, sources, limit - measure([]))
+        packed = pack(hits, limit=limit, measure=measure, count=self.count, documents=documents)
+        return packed, history
+
+    def run(self, inputs: Mapping[str, Any]) -> Iterator[AddableDict]:
+        """The answer as a stream of dict chunks (see the module docstring)."""
+        question = str(inputs.get("question") or "").strip()
+        if not question:
+            raise ChineseMixtralError('Give a question: {"question": "..."}.')
+        history = _history_pairs(inputs.get("history"))
+        sources = inputs.get("sources") or None
+        where = inputs.get("where") or None
+        query = self.search_query(question, history)
+        hits = self.retrieve(query, sources, where)
+        best = max((float(h.metadata.get("relevance", 0.0)) for h in hits), default=0.0)
+        found = bool(hits) and best >= self.options.min_relevance
+        if not found:
+            report = PackReport(mode="empty", limit=self.context_length - self.answer_tokens)
+            yield AddableDict(question=question, search_query=query, found=False, report=report)
+            yield AddableDict(answer=prompts.NOT_FOUND[prompts.language_of(question)])
+            yield AddableDict(sources=[], cited=[], usage=None)
+            return
+        packed, history = self.plan(question, history, hits, sources)
+        yield AddableDict(question=question, search_query=query, found=True, report=packed.report)
+        listed = [Source.of(n, p) for n, p in enumerate(packed.passages, start=1)]
+        messages = prompts.qa_messages(packed.passages, question, history)
+        citations = CitationFilter(len(listed))
+        usage = None
+        for chunk in self.chat.stream(messages):
+            if chunk.usage_metadata:
+                usage = dict(chunk.usage_metadata)
+            piece = citations.feed(chunk.text)
+            if piece:
+                yield AddableDict(answer=piece)
+        tail = citations.flush()
+        if tail:
+            yield AddableDict(answer=tail)
+        yield AddableDict(sources=listed, cited=citations.cited, usage=usage)
+
+
+def build_qa_chain(
+    chat: BaseChatModel,
+    *,
+    collection: str | None = None,
+    kb: KnowledgeBase | None = None,
+    settings: Settings | None = None,
+    context_length: int | None = None,
+    **options: Any,
+) -> Runnable[dict[str, Any], dict[str, Any]]:
+    """Question answering over a knowledge base with ``chat`` as an LCEL Runnable.
+
+    ``collection`` (or a ready ``kb``) picks the knowledge base; ``settings`` (default: from
+    ``CMR_*`` variables) says where stores live; keyword ``options`` override
+    :class:`~chinese_mixtral_rag.settings.QAOptions` fields (``retrieve_k``, ``min_relevance``,
+    ``context_tokens``, ``reranker``, ...). ``context_length`` is only needed for chat models
+    other than :class:`~chinese_mixtral_rag.ChineseMixtralChat`.
+
+    .. code-block:: python
+
+        qa = build_qa_chain(chat, collection="laws")
+        for event in qa.stream({"question": "民法典中关于居住权的规定有哪些？"}):
+            print(event.get("answer", ""), end="")
+        result = qa.invoke({"question": "...", "sources": ["民法典.pdf"]})
+        result["answer"], result["sources"][0].source, result["sources"][0].page
+    """
+    settings = settings or Settings()
+    merged = QAOptions(**{**settings.model_dump(include=set(QAOptions.model_fields)), **options})
+    knowledge = kb or open_knowledge_base(settings, collection)
+    chain = QAChain(chat, knowledge, merged, context_length=context_length)
+
+    def transform(inputs: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
+        for item in inputs:
+            yield from chain.run(item)
+
+    async def atransform(inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
+        from chinese_mixtral_rag.local_model import iterate_in_thread
+
+        async for item in inputs:
+            async for chunk in iterate_in_thread(partial(chain.run, item)):
+                yield chunk
+
+    runnable: Runnable[dict[str, Any], dict[str, Any]] = RunnableGenerator(
+        transform, atransform, name="chinese_mixtral_qa"
+    )
+    return runnable

@@ -1,0 +1,263 @@
+"""Question answering end to end on the real code path: real ingest into real Chroma, the hybrid
+retriever, the packer with the model's own tokenizer, and the tiny Mixtral on llama.cpp and on
+transformers generating the (random) answer text. The documents are real statutes from
+../shared/data plus two small files written here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage
+
+from chinese_mixtral_rag import ChineseMixtralChat, build_qa_chain
+from chinese_mixtral_rag.embeddings import resolve_embedding_model
+from chinese_mixtral_rag.ingest import ChunkingSpec, ingest
+from chinese_mixtral_rag.prompts import NOT_FOUND
+from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.testing import TinyModel
+
+pytest.importorskip("chromadb", reason="needs the rag extra")
+
+REPO = Path(__file__).resolve().parents[2]
+LAWS = REPO.parent / "shared" / "data" / "docs" / "laws"
+CONSTITUTION = "中华人民共和国宪法.pdf"
+MENTAL_HEALTH = "中华人民共和国精神卫生法.docx"
+N_CTX = 8192
+MAX_TOKENS = 24
+
+pytestmark = pytest.mark.skipif(not LAWS.is_dir(), reason=f"shared data not found at {LAWS}")
+
+RESIDENCE = (
+    "居住权是民法典新设立的一种用益物权。居住权人有权按照合同约定，对他人的住宅享有占有、"
+    "使用的用益物权，以满足生活居住的需要。\n\n"
+    "设立居住权，当事人应当采用书面形式订立居住权合同。居住权无偿设立，但是当事人另有约定的"
+    "除外。设立居住权的，应当向登记机构申请居住权登记。居住权自登记时设立。\n\n"
+    "居住权不得转让、继承。设立居住权的住宅不得出租，但是当事人另有约定的除外。"
+)
+
+
+@pytest.fixture(scope="module")
+def library(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: TinyModel, tiny_embedder: Path
+) -> KnowledgeBase:
+    base = tmp_path_factory.mktemp("qa-library")
+    folder = base / "docs"
+    folder.mkdir()
+    shutil.copy(LAWS / CONSTITUTION, folder)
+    shutil.copy(LAWS / MENTAL_HEALTH, folder)
+    (folder / "居住权.txt").write_text(RESIDENCE, encoding="utf-8")
+    kb = KnowledgeBase(
+        "qa-library", resolve_embedding_model(str(tiny_embedder)), persist_dir=base / "store"
+    )
+    spec = ChunkingSpec(
+        chunk_size=384,
+        chunk_overlap=48,
+        model_path=str(tiny_model.gguf_path),
+        embedding_path=str(tiny_embedder),
+    )
+    report = ingest(folder, kb, spec, workers=0)
+    assert not report.failures
+    return kb
+
+
+@pytest.fixture(params=["llama_cpp", "transformers"])
+def chat(request: pytest.FixtureRequest, tiny_model: TinyModel) -> ChineseMixtralChat:
+    if request.param == "llama_cpp":
+        pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
+        return ChineseMixtralChat(
+            model_path=str(tiny_model.gguf_path),
+            n_ctx=N_CTX,
+            max_tokens=MAX_TOKENS,
+            temperature=0.0,
+        )
+    return ChineseMixtralChat(
+        backend="transformers",
+        model_path=str(tiny_model.hf_dir),
+        max_tokens=MAX_TOKENS,
+        temperature=0.0,
+        device_map=None,
+    )
+
+
+def page_with(text: str) -> int:
+    """The 1-based page of the constitution PDF whose text contains ``text``."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(LAWS / CONSTITUTION)
+    pages = [n for n, p in enumerate(reader.pages, 1) if text in "".join(p.extract_text().split())]
+    assert len(pages) == 1
+    return pages[0]
+
+
+def test_streamed_answer_cites_the_right_file_and_page(
+    library: KnowledgeBase, chat: ChineseMixtralChat
+) -> None:
+    # The HF tiny model's window is 32K; the budget must follow the model, so cap the material
+    # to keep the transformers run short.
+    qa = build_qa_chain(chat, kb=library, context_tokens=3000)
+    events = list(qa.stream({"question": "中华人民共和国的行政区域是怎样划分的？"}))
+    kinds = [next(iter(e)) for e in events]
+    assert kinds[0] == "question"
+    assert kinds[-1] == "sources"
+    assert kinds.count("answer") >= 1  # streamed piece by piece between the two
+    result: dict[str, Any] = {}
+    for event in events:
+        for key, value in event.items():
+            result[key] = result.get(key, "") + value if key == "answer" else value
+    assert result["found"] is True
+    assert result["answer"].strip()
+    sources = result["sources"]
+    assert [s.n for s in sources] == list(range(1, len(sources) + 1))
+    best = max(sources, key=lambda s: s.relevance)
+    assert best.source == CONSTITUTION
+    assert best.page.split("-")[0] == str(page_with("行政区域划分如下"))
+    assert "行政区域划分如下" in "".join(best.text.split())
+    report = result["report"]
+    window = chat.get_backend().context_length
+    assert report.prompt_tokens <= window - MAX_TOKENS
+    assert report.material_tokens <= 3000
+    assert result["usage"]["input_tokens"] == report.prompt_tokens
+    # Markers in the answer only ever point at listed sources.
+    assert all(1 <= n <= len(sources) for n in result["cited"])
+
+
+def test_a_question_restricted_to_one_file_only_cites_that_file(
+    library: KnowledgeBase, chat: ChineseMixtralChat
+) -> None:
+    qa = build_qa_chain(chat, kb=library, context_tokens=3000, min_relevance=0.0)
+    result = qa.invoke(
+        {"question": "中华人民共和国的行政区域是怎样划分的？", "sources": [MENTAL_HEALTH]}
+    )
+    assert result["sources"]
+    assert {s.source for s in result["sources"]} == {MENTAL_HEALTH}
+
+
+def test_a_small_chosen_file_goes_into_the_prompt_whole(
+    library: KnowledgeBase, tiny_model: TinyModel
+) -> None:
+    chat = ChineseMixtralChat(
+        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
+    )
+    qa = build_qa_chain(chat, kb=library)
+    result = qa.invoke({"question": "居住权可以继承吗？", "sources": ["居住权.txt"]})
+    assert result["report"].mode == "whole"
+    assert result["report"].whole_sources == ["居住权.txt"]
+    assert "".join(s.text for s in result["sources"]).split() == RESIDENCE.split()
+    assert result["sources"][0].relevance > 0
+
+
+def test_nothing_relevant_gets_the_not_found_answer_without_asking_the_model(
+    library: KnowledgeBase, tiny_model: TinyModel
+) -> None:
+    chat = ChineseMixtralChat(
+        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
+    )
+    qa = build_qa_chain(chat, kb=library)
+    result = qa.invoke({"question": "量子计算机的超导量子比特如何纠错？"})
+    assert result["found"] is False
+    assert result["answer"] == NOT_FOUND["zh"]
+    assert result["sources"] == []
+    assert result["cited"] == []
+    assert result["usage"] is None  # the model was not asked
+    english = qa.invoke({"question": "How do superconducting qubits correct errors?"})
+    assert english["answer"] == NOT_FOUND["en"]
+
+
+class SentMessages(BaseCallbackHandler):
+    """Records the conversations sent to chat models."""
+
+    def __init__(self) -> None:
+        self.messages: list[list[BaseMessage]] = []
+
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
+    ) -> None:
+        self.messages.extend(messages)
+
+
+def test_history_feeds_the_search_and_the_prompt(
+    library: KnowledgeBase, tiny_model: TinyModel
+) -> None:
+    chat = ChineseMixtralChat(
+        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
+    )
+    history = [("居住权怎样设立？", "应当采用书面形式订立居住权合同，并申请登记。[1]")]
+    concat = build_qa_chain(chat, kb=library, condense="concat", context_tokens=2000)
+    follow = concat.invoke({"question": "可以出租吗？", "history": history})
+    assert follow["search_query"] == "居住权怎样设立？\n可以出租吗？"
+    assert follow["found"]
+    assert "居住权.txt" in {s.source for s in follow["sources"]}
+    # The earlier turn is in the conversation the model gets, after the material.
+    seen = SentMessages()
+    concat.invoke({"question": "可以出租吗？", "history": history}, {"callbacks": [seen]})
+    roles = [m.type for m in seen.messages[-1]]
+    assert roles == ["human", "ai", "human"]
+    assert "资料：" in seen.messages[-1][0].text
+    assert "居住权怎样设立？" in seen.messages[-1][0].text
+    assert seen.messages[-1][1].text == history[0][1]
+    assert seen.messages[-1][2].text == "可以出租吗？"
+    rewritten = build_qa_chain(chat, kb=library, context_tokens=2000, min_relevance=0.0)
+    by_model = rewritten.invoke({"question": "可以出租吗？", "history": history})
+    # The model's rewrite comes first; the question itself is always kept for the search.
+    assert by_model["search_query"].endswith("可以出租吗？")
+    assert by_model["search_query"] != "可以出租吗？"
+
+
+def test_async_stream_gives_the_same_answer(library: KnowledgeBase, tiny_model: TinyModel) -> None:
+    chat = ChineseMixtralChat(
+        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
+    )
+    qa = build_qa_chain(chat, kb=library, context_tokens=2000)
+    question = {"question": "居住权可以继承吗？"}
+    sync = qa.invoke(question)
+
+    async def collect() -> str:
+        return "".join([e.get("answer", "") async for e in qa.astream(question)])
+
+    assert asyncio.run(collect()) == sync["answer"]
+
+
+def test_cli_ask_prints_the_answer_and_numbered_sources(
+    library: KnowledgeBase, tiny_model: TinyModel, tiny_embedder: Path
+) -> None:
+    env = {
+        **os.environ,
+        "CMR_PERSIST_DIR": str(library.persist_dir),
+        "CMR_EMBEDDING_MODEL": str(tiny_embedder),
+        "CMR_MODEL_PATH": str(tiny_model.gguf_path),
+        "CMR_N_CTX": str(N_CTX),
+        "CMR_TEMPERATURE": "0",
+    }
+    args = [sys.executable, "-m", "chinese_mixtral_rag", "ask", "--collection", library.name]
+    done = subprocess.run(
+        [*args, "--max-tokens", "16", "--context-tokens", "2000", "居住权可以继承吗？"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "来源：" in done.stdout
+    assert "居住权.txt" in done.stdout.split("来源：")[1]
+    assert "上下文：" in done.stderr
+    missing = subprocess.run(
+        [*args, "量子计算机的超导量子比特如何纠错？"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 0, missing.stderr
+    assert NOT_FOUND["zh"] in missing.stdout
+    assert "来源：" not in missing.stdout
+    empty = subprocess.run([*args, " "], env=env, capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 2
+    assert "question" in empty.stderr

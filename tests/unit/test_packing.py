@@ -1,0 +1,177 @@
+"""The token-budget packer: property tests over random files, chunkings, histories and budgets,
+measured on the real prompt (Mixtral-Instruct template) with the approximate Mixtral counter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langchain_core.documents import Document
+
+from chinese_mixtral_rag.chat_template import render_prompt
+from chinese_mixtral_rag.documents.splitter import ChineseTextSplitter
+from chinese_mixtral_rag.documents.tokens import ApproximateCounter
+from chinese_mixtral_rag.packing import Passage, merge_chunks, pack
+from chinese_mixtral_rag.prompts import qa_messages
+
+APPROX = ApproximateCounter()
+ALPHABET = "天下大势分久必合周末七国争并入于秦逝淘渚龘𠀀。！？，、“”《》 \nHello world3.14😀"
+
+
+def chunk_file(source: str, pages: Sequence[str], size: int, overlap: int) -> list[Document]:
+    """Chunks exactly as ingest stores them (the real splitter, per-page offsets, ids)."""
+    splitter = ChineseTextSplitter(chunk_size=size, chunk_overlap=overlap, counter=APPROX)
+    docs = [Document(p, metadata={"source": source, "page": n}) for n, p in enumerate(pages, 1)]
+    chunks = splitter.split_documents(docs)
+    for chunk in chunks:
+        chunk.metadata["id"] = f"{source}#{chunk.metadata['chunk_index']}"
+    return chunks
+
+
+@st.composite
+def corpora(draw: st.DrawFn) -> dict[str, list[Document]]:
+    size = draw(st.integers(12, 80))
+    overlap = draw(st.integers(0, size // 3))
+    files: dict[str, list[Document]] = {}
+    for n in range(draw(st.integers(1, 4))):
+        pages = draw(st.lists(st.text(ALPHABET, min_size=1, max_size=300), min_size=1, max_size=3))
+        chunks = chunk_file(f"file{n}.txt", pages, size, overlap)
+        if chunks:
+            files[f"file{n}.txt"] = chunks
+    return files
+
+
+def measure_for(question: str, history: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    def measure(passages: Sequence[Passage]) -> int:
+        return APPROX.count(render_prompt(qa_messages(passages, question, history)))
+
+    return measure
+
+
+histories = st.lists(
+    st.tuples(st.text(ALPHABET, max_size=40), st.text(ALPHABET, max_size=80)), max_size=3
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    files=corpora(),
+    history=histories,
+    question=st.text(ALPHABET, min_size=1, max_size=60),
+    limit=st.integers(50, 3000),
+    data=st.data(),
+)
+def test_prompt_never_exceeds_the_limit_and_passages_are_whole_chunks(
+    files: dict[str, list[Document]],
+    history: list[tuple[str, str]],
+    question: str,
+    limit: int,
+    data: st.DataObject,
+) -> None:
+    all_chunks = [c for chunks in files.values() for c in chunks]
+    hits = data.draw(st.permutations(all_chunks)).copy()[: data.draw(st.integers(0, 30))]
+    offer_whole = data.draw(st.booleans())
+    measure = measure_for(question, history)
+    if measure([]) > limit:
+        return  # covered by test_a_prompt_without_room_is_a_clear_error
+    packed = pack(
+        hits,
+        limit=limit,
+        measure=measure,
+        count=APPROX.count,
+        documents=files if offer_whole else None,
+    )
+    assert measure(packed.passages) <= limit
+    assert packed.report.prompt_tokens == measure(packed.passages)
+    texts = {c.metadata["id"]: c.page_content for c in all_chunks}
+    for passage in packed.passages:
+        # Every passage is whole chunks of one file, in file order, joined without cutting.
+        chunk_texts = [texts[i] for i in passage.chunk_ids]
+        assert passage.text.startswith(chunk_texts[0])
+        assert passage.text.endswith(chunk_texts[-1])
+        for text in chunk_texts:
+            assert text in passage.text
+        assert all(i.startswith(passage.source + "#") for i in passage.chunk_ids)
+        indexes = [int(i.rsplit("#", 1)[1]) for i in passage.chunk_ids]
+        assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))
+    # Whole-document mode exactly when all the candidate files fit.
+    if offer_whole:
+        whole = merge_chunks(all_chunks)
+        assert (packed.report.mode == "whole") == (measure(whole) <= limit)
+    else:
+        assert packed.report.mode != "whole"
+    if packed.report.mode == "passages":
+        used = {i for p in packed.passages for i in p.chunk_ids}
+        assert used <= {h.metadata["id"] for h in hits}
+        left = {x.chunk_id for x in packed.report.left_out}
+        assert used | left == {h.metadata["id"] for h in hits}
+
+
+@settings(max_examples=60, deadline=None)
+@given(pages=st.lists(st.text(ALPHABET, min_size=1, max_size=400), min_size=1, max_size=4))
+def test_merging_all_chunks_of_a_page_gives_back_its_text(pages: list[str]) -> None:
+    """Overlaps are taken once: merged neighbours are the page text (minus edge whitespace)."""
+    chunks = chunk_file("f.txt", pages, 30, 8)
+    for page_no, page in enumerate(pages, 1):
+        on_page = [c for c in chunks if c.metadata["page"] == page_no]
+        if not on_page:
+            continue
+        start = on_page[0].metadata["start_index"]
+        end = on_page[-1].metadata["end_index"]
+        merged = merge_chunks(on_page)
+        joined = "\n".join(p.text for p in merged)
+        assert len(merged) == 1
+        # Gaps between chunks (whitespace only) come back as a line break.
+        assert joined.split() == page[start:end].split()
+
+
+def test_best_hits_go_first_when_not_everything_fits() -> None:
+    text = "。".join(f"第{n}条规定了事项{n}" for n in range(200)) + "。"
+    chunks = chunk_file("law.txt", [text], 40, 0)
+    hits = [chunks[30], chunks[5], chunks[17]]
+    measure = measure_for("问题", [])
+    limit = measure([]) + 70  # room for about one chunk
+    packed = pack(hits, limit=limit, measure=measure, count=APPROX.count, documents=None)
+    assert [p.chunk_ids for p in packed.passages] == [(chunks[30].metadata["id"],)]
+    assert [x.reason for x in packed.report.left_out] == ["budget", "budget"]
+    assert packed.report.tokens_by_source == {"law.txt": APPROX.count(chunks[30].page_content)}
+
+
+def test_whole_files_go_in_when_they_fit_and_neighbours_merge_otherwise() -> None:
+    text = "。".join(f"第{n}条规定了事项{n}" for n in range(60)) + "。"
+    chunks = chunk_file("law.txt", [text], 40, 10)
+    measure = measure_for("问题", [])
+    roomy = pack(
+        chunks[3:5],
+        limit=100_000,
+        measure=measure,
+        count=APPROX.count,
+        documents={"law.txt": chunks},
+    )
+    assert roomy.report.mode == "whole"
+    assert roomy.report.whole_sources == ["law.txt"]
+    assert roomy.passages[0].text == text
+    tight = pack(
+        [chunks[4], chunks[3], chunks[9]],
+        limit=measure([]) + 200,
+        measure=measure,
+        count=APPROX.count,
+        documents={"law.txt": chunks},
+    )
+    assert tight.report.mode == "passages"
+    assert [p.chunk_index for p in tight.passages] == [3, 9]
+    merged = tight.passages[0]
+    assert merged.text in text
+    assert chunks[3].page_content in merged.text
+    assert chunks[4].page_content in merged.text
+
+
+def test_a_prompt_without_room_is_a_clear_error() -> None:
+    import pytest
+
+    from chinese_mixtral_rag.errors import ContextLengthError
+
+    measure = measure_for("很长的问题" * 50, [])
+    with pytest.raises(ContextLengthError, match="max_new_tokens"):
+        pack([], limit=20, measure=measure, count=APPROX.count)
