@@ -94,5 +94,14 @@ def qa_messages(
     return messages
 
 
+def chat_messages(question: str, history: Sequence[tuple[str, str]]) -> list[BaseMessage]:
+    """A plain conversation without documents."""
+    messages: list[BaseMessage] = []
+    for asked, answered in history:
+        messages += [HumanMessage(asked), AIMessage(answered)]
+    messages.append(HumanMessage(question))
+    return messages
+
+
 def history_text(history: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"用户：{q}\n助手：{a}" for q, a in history)

@@ -5,7 +5,8 @@
     {"question": "...",                       # required
      "history": [("问题", "回答"), ...],        # optional earlier turns (or LangChain messages)
      "sources": ["民法典.pdf"],                # optional: only these files
-     "where": {"file_type": "pdf"}}           # optional Chroma metadata filter
+     "where": {"file_type": "pdf"},           # optional Chroma metadata filter
+     "mode": "qa"}                            # or "search", "summarize", "chat"
 
 ``stream`` yields dict chunks: first ``{"question", "search_query", "found", "report"}``, then
 ``{"answer": piece}`` per piece of text, then ``{"sources", "cited", "usage"}``; ``invoke``
@@ -14,6 +15,11 @@ markers that point to nothing are removed from the answer as it streams.
 
 When the best hit's relevance is below ``min_relevance`` the model is not asked at all: the
 answer says the documents do not contain it, with no sources (no invented citations).
+
+Other modes: ``search`` returns the retrieved passages as ``sources`` without any model (the
+chain may be built with ``chat=None`` for it); ``summarize`` summarises the files named in
+``sources`` whole, map-reduce when they exceed the window (``progress`` events tell the stage);
+``chat`` talks to the model without documents.
 """
 
 from __future__ import annotations
@@ -135,7 +141,7 @@ class QAChain:
 
     def __init__(
         self,
-        chat: BaseChatModel,
+        chat: BaseChatModel | None,
         kb: KnowledgeBase,
         options: QAOptions,
         *,
@@ -156,10 +162,20 @@ class QAChain:
     # -- the model's measures -------------------------------------------------------------------
 
     @property
+    def model(self) -> BaseChatModel:
+        if self.chat is None:
+            raise ChineseMixtralError(
+                "No model configured: only search works. Set CMR_MODEL_PATH to a "
+                "Chinese-Mixtral GGUF file or HF checkpoint directory (or pass a chat model to "
+                "build_qa_chain) to get answers."
+            )
+        return self.chat
+
+    @property
     def context_length(self) -> int:
         if self._context_length is not None:
             return self._context_length
-        backend = getattr(self.chat, "get_backend", None)
+        backend = getattr(self.model, "get_backend", None)
         if backend is None:
             raise ChineseMixtralError(
                 f"{type(self.chat).__name__} does not report its context window: pass "
@@ -176,10 +192,10 @@ class QAChain:
         prompt_ids = getattr(self.chat, "prompt_ids", None)
         if prompt_ids is not None:
             return len(prompt_ids(messages))
-        return int(self.chat.get_num_tokens_from_messages(list(messages)))
+        return int(self.model.get_num_tokens_from_messages(list(messages)))
 
     def count(self, text: str) -> int:
-        return int(self.chat.get_num_tokens(text))
+        return int(self.model.get_num_tokens(text))
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -192,7 +208,7 @@ class QAChain:
         prompt = prompts.CONDENSE.format(
             history=prompts.history_text(history[-3:]), question=question
         )
-        rewritten = self.chat.invoke(prompt, max_tokens=128, temperature=0.0).text.strip()
+        rewritten = self.model.invoke(prompt, max_tokens=128, temperature=0.0).text.strip()
         # The question itself stays in the query: a poor rewrite cannot lose its words.
         return f"{rewritten.splitlines()[0] if rewritten else ''}\n{question}".strip()
 
@@ -264,12 +280,31 @@ class QAChain:
 
     def run(self, inputs: Mapping[str, Any]) -> Iterator[AddableDict]:
         """The answer as a stream of dict chunks (see the module docstring)."""
+        mode = str(inputs.get("mode") or "qa")
+        sources = inputs.get("sources") or None
+        if mode == "summarize":
+            yield from self.summarize(sources)
+            return
         question = str(inputs.get("question") or "").strip()
         if not question:
             raise ChineseMixtralError('Give a question: {"question": "..."}.')
         history = _history_pairs(inputs.get("history"))
-        sources = inputs.get("sources") or None
         where = inputs.get("where") or None
+        if mode == "search":
+            hits = self.retrieve(question, sources, where)
+            listed = [Source.of(n, p) for n, p in enumerate(_hit_passages(hits), start=1)]
+            yield AddableDict(question=question, search_query=question, found=bool(hits))
+            yield AddableDict(sources=listed, cited=[], usage=None)
+            return
+        if mode == "chat":
+            yield AddableDict(question=question, found=False)
+            messages = prompts.chat_messages(question, history)
+            yield from self._answer(messages, 0)
+            return
+        if mode != "qa":
+            raise ChineseMixtralError(
+                f"Unknown mode {mode!r}: use 'qa', 'search', 'summarize' or 'chat'."
+            )
         query = self.search_query(question, history)
         hits = self.retrieve(query, sources, where)
         best = max((float(h.metadata.get("relevance", 0.0)) for h in hits), default=0.0)
@@ -282,11 +317,16 @@ class QAChain:
             return
         packed, history = self.plan(question, history, hits, sources)
         yield AddableDict(question=question, search_query=query, found=True, report=packed.report)
-        listed = [Source.of(n, p) for n, p in enumerate(packed.passages, start=1)]
         messages = prompts.qa_messages(packed.passages, question, history)
-        citations = CitationFilter(len(listed))
+        listed = [Source.of(n, p) for n, p in enumerate(packed.passages, start=1)]
+        yield from self._answer(messages, len(listed))
+        yield AddableDict(sources=listed)
+
+    def _answer(self, messages: list[BaseMessage], valid: int) -> Iterator[AddableDict]:
+        """Stream the model's answer with markers beyond ``valid`` sources removed."""
+        citations = CitationFilter(valid)
         usage = None
-        for chunk in self.chat.stream(messages):
+        for chunk in self.model.stream(messages):
             if chunk.usage_metadata:
                 usage = dict(chunk.usage_metadata)
             piece = citations.feed(chunk.text)
@@ -295,11 +335,43 @@ class QAChain:
         tail = citations.flush()
         if tail:
             yield AddableDict(answer=tail)
-        yield AddableDict(sources=listed, cited=citations.cited, usage=usage)
+        yield AddableDict(cited=citations.cited, usage=usage)
+
+    def summarize(self, sources: Sequence[str] | None) -> Iterator[AddableDict]:
+        """A summary of whole files (map-reduce when they exceed the window)."""
+        from chinese_mixtral_rag.summarize import summarize
+
+        if not sources:
+            raise ChineseMixtralError(
+                'Choose the files to summarise: {"mode": "summarize", "sources": ["a.pdf"]}.'
+            )
+        documents = {name: self.kb.chunks_of(name) for name in dict.fromkeys(sources)}
+        unknown = [name for name, chunks in documents.items() if not chunks]
+        if unknown:
+            raise ChineseMixtralError(
+                f"Not in collection {self.kb.name!r}: {', '.join(unknown)}. "
+                "List its files with `cmrag ingest --list`."
+            )
+        yield AddableDict(question="", found=True, files=list(documents))
+        yield from summarize(
+            self.model,
+            documents,
+            limit=self.context_length - self.answer_tokens,
+            measure=self.prompt_tokens,
+            count=self.count,
+        )
+        yield AddableDict(sources=[], cited=[])
+
+
+def _hit_passages(hits: Sequence[Document]) -> list[Passage]:
+    """Each hit as its own passage, in rank order (search results, no model involved)."""
+    from chinese_mixtral_rag.packing import merge_chunks
+
+    return [merge_chunks([hit])[0] for hit in hits]
 
 
 def build_qa_chain(
-    chat: BaseChatModel,
+    chat: BaseChatModel | None,
     *,
     collection: str | None = None,
     kb: KnowledgeBase | None = None,

@@ -19,6 +19,7 @@ from langchain_core.messages import BaseMessage
 
 from chinese_mixtral_rag import ChineseMixtralChat, build_qa_chain
 from chinese_mixtral_rag.embeddings import resolve_embedding_model
+from chinese_mixtral_rag.errors import ChineseMixtralError
 from chinese_mixtral_rag.ingest import ChunkingSpec, ingest
 from chinese_mixtral_rag.prompts import NOT_FOUND
 from chinese_mixtral_rag.store import KnowledgeBase
@@ -261,3 +262,55 @@ def test_cli_ask_prints_the_answer_and_numbered_sources(
     empty = subprocess.run([*args, " "], env=env, capture_output=True, text=True, timeout=300)
     assert empty.returncode == 2
     assert "question" in empty.stderr
+
+
+def test_search_mode_needs_no_model(library: KnowledgeBase) -> None:
+    qa = build_qa_chain(None, kb=library)
+    result = qa.invoke({"question": "居住权可以继承吗？", "mode": "search"})
+    assert result["sources"][0].source == "居住权.txt"
+    assert "继承" in result["sources"][0].text
+    with pytest.raises(ChineseMixtralError, match="CMR_MODEL_PATH"):
+        qa.invoke({"question": "居住权可以继承吗？"})
+
+
+def test_summary_of_a_file_larger_than_the_window_is_map_reduced(
+    library: KnowledgeBase, tiny_model: TinyModel
+) -> None:
+    # A 2K window against the ~20K-token constitution: many parts, then a combination.
+    chat = ChineseMixtralChat(
+        model_path=str(tiny_model.gguf_path), n_ctx=2048, max_tokens=32, temperature=0.0
+    )
+    qa = build_qa_chain(chat, kb=library)
+    seen = SentMessages()
+    events = list(
+        qa.stream({"mode": "summarize", "sources": [CONSTITUTION]}, {"callbacks": [seen]})
+    )
+    stages = [stage for e in events for stage, _, _ in e.get("progress", [])]
+    maps = stages.count("map")
+    assert maps >= 5
+    assert stages[-1] == "combine"
+    assert "".join(e.get("answer", "") for e in events).strip()
+    # Every prompt sent fitted the window with room for the answer.
+    assert len(seen.messages) >= maps + 1
+    for messages in seen.messages:
+        assert len(chat.prompt_ids(messages)) <= 2048 - 32
+    # Every part of the file was read: the parts together hold all of its chunks' text.
+    parts = "".join(m[0].text for m in seen.messages[:maps])
+    for chunk in library.chunks_of(CONSTITUTION)[::7]:
+        assert chunk.page_content[:40] in parts
+
+
+def test_a_small_file_is_summarised_in_one_call(
+    library: KnowledgeBase, tiny_model: TinyModel
+) -> None:
+    chat = ChineseMixtralChat(
+        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=16, temperature=0.0
+    )
+    qa = build_qa_chain(chat, kb=library)
+    seen = SentMessages()
+    result = qa.invoke({"mode": "summarize", "sources": ["居住权.txt"]}, {"callbacks": [seen]})
+    assert result["progress"] == [("summary", 1, 1)]
+    assert len(seen.messages) == 1
+    assert "居住权不得转让、继承" in seen.messages[0][0].text
+    with pytest.raises(ChineseMixtralError, match=r"没有这个文件\.txt"):
+        qa.invoke({"mode": "summarize", "sources": ["没有这个文件.txt"]})
