@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from chinese_mixtral_rag.backends import BackendName, infer_backend
 from chinese_mixtral_rag.backends.base import SamplingParams
 
+# The defaults of backends.prefix_cache, repeated so that importing the options stays numpy-free.
+DEFAULT_PREFIX_CACHE_BYTES = 4 * 1024**3
+DEFAULT_PREFIX_CACHE_DISK_BYTES = 32 * 1024**3
+
 
 class ModelOptions(BaseModel):
     """Which model to load, how to load it, and how to sample from it."""
@@ -43,6 +47,20 @@ class ModelOptions(BaseModel):
 
     n_batch: int = Field(default=512, ge=1)
     """Prompt tokens evaluated per llama.cpp batch."""
+
+    prefix_cache_bytes: int = Field(default=DEFAULT_PREFIX_CACHE_BYTES, ge=0)
+    """RAM for saved KV states of earlier prompts (0: none), so a prompt sharing a long prefix
+    with one of them (a follow-up over the same documents) evaluates only its new tail, even when
+    other prompts came in between. A real Chinese-Mixtral's f16 KV cache takes ~4 GB per 32K
+    tokens, so the 4 GiB default holds about one full window: lower it, or use
+    ``prefix_cache_dir``."""
+
+    prefix_cache_dir: str | None = None
+    """Directory that also keeps the saved KV states on disk, shared by later processes using
+    the same model file and context settings; None keeps them in RAM only."""
+
+    prefix_cache_disk_bytes: int = Field(default=DEFAULT_PREFIX_CACHE_DISK_BYTES, ge=0)
+    """Disk budget of ``prefix_cache_dir``; the least recently used states go first."""
 
     # transformers
     torch_dtype: str = "auto"
@@ -108,6 +126,9 @@ class ModelOptions(BaseModel):
                 "n_gpu_layers": self.n_gpu_layers,
                 "n_threads": self.n_threads,
                 "n_batch": self.n_batch,
+                "prefix_cache_bytes": self.prefix_cache_bytes,
+                "prefix_cache_dir": self.prefix_cache_dir,
+                "prefix_cache_disk_bytes": self.prefix_cache_disk_bytes,
             }
         return {
             "torch_dtype": self.torch_dtype,

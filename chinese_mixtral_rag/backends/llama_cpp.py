@@ -3,20 +3,36 @@
 Deliberate differences from LangChain's llama.cpp wrappers: the context defaults to the model's
 trained length (32768 for Chinese-Mixtral) instead of 512, ``rope_freq_base`` is left to the
 model's metadata (1e6) instead of forced to 1e4, and the batch size is 512 instead of 8.
+
+Prompts that share a long prefix with an earlier one (a follow-up question over the same retrieved
+documents) restore that earlier KV state from a :class:`~.prefix_cache.PrefixCache` instead of
+evaluating the prefix again, even when other prompts came in between.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
+from chinese_mixtral_rag.backends.prefix_cache import (
+    DEFAULT_DISK_BYTES,
+    DEFAULT_MAX_BYTES,
+    PrefixCache,
+    common_prefix_len,
+)
 from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
+    from llama_cpp import Llama, LlamaState
 
 logger = logging.getLogger(__name__)
 
@@ -84,18 +100,139 @@ def check_architecture(path: Path, metadata: dict[str, Any]) -> str:
     return arch
 
 
-class LlamaCppBackend:
-    """A GGUF model loaded by llama.cpp. One generation at a time (llama.cpp is not reentrant)."""
+#: Where the reused part of the last prompt came from: nothing, the live context, a saved state.
+PrefixSource = Literal["none", "live", "cache"]
 
-    def __init__(self, llama: Llama, *, model_name: str | None = None) -> None:
+#: Context parameters that do not change what a saved state means (speed, logging, threads).
+_STATE_NEUTRAL_PARAMS = frozenset(
+    {"n_batch", "n_ubatch", "n_threads", "n_threads_batch", "no_perf", "offload_kqv", "op_offload"}
+)
+
+
+def snapshot_state(llama: Llama) -> LlamaState:
+    """``Llama.save_state`` with one copy of the KV cache instead of three, and no logit rows.
+
+    ``save_state`` allocates the state, copies it into a compacted array and then into ``bytes``
+    (12 GB transient for a 4 GB 32K-token Mixtral cache), and keeps ``n_batch`` rows of logits
+    (113 MB at Chinese-Mixtral's 55296-token vocabulary) that nothing reads unless the model
+    was loaded with ``logits_all``. ``Llama.load_state`` accepts the result unchanged (one
+    logit row broadcasts over the rows it fills).
+    """
+    from llama_cpp import LlamaState, llama_state_get_data, llama_state_get_size
+
+    size = int(llama_state_get_size(llama.ctx))
+    blob = bytearray(size)
+    view = (ctypes.c_uint8 * size).from_buffer(blob)
+    written = int(llama_state_get_data(llama.ctx, view, size))
+    del view  # release the buffer export so that the bytearray can shrink
+    if written > size:
+        raise RuntimeError(f"llama.cpp wrote {written} state bytes into a {size}-byte buffer")
+    del blob[written:]
+    n_tokens = int(llama.n_tokens)
+    if getattr(llama, "_logits_all", True):
+        scores = llama.scores[:n_tokens].copy()
+    else:
+        scores = np.zeros((1, llama.scores.shape[1]), dtype=np.single)
+    return LlamaState(
+        input_ids=llama.input_ids.copy(),
+        scores=scores,
+        n_tokens=n_tokens,
+        llama_state=blob,  # type: ignore[arg-type]  # a bytearray works and saves a copy
+        llama_state_size=written,
+        seed=int(getattr(llama, "_seed", 0)),
+    )
+
+
+def state_namespace(llama: Llama, model_path: Path) -> str:
+    """A name for "states of this model file under these context settings", for disk reuse.
+
+    States hold KV values for exactly this model and layout (context size, KV types, RoPE
+    settings, flash attention), so another model or setting must never restore them.
+    """
+    import llama_cpp
+
+    params = llama.context_params
+    settings = {
+        name: getattr(params, name)
+        for name, _ in params._fields_
+        if name not in _STATE_NEUTRAL_PARAMS
+        and isinstance(getattr(params, name), (bool, int, float))
+    }
+    info = model_path.stat()
+    identity = [
+        str(model_path.resolve()),
+        info.st_size,
+        info.st_mtime_ns,
+        llama_cpp.__version__,
+        sorted(settings.items()),
+    ]
+    digest = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()
+    readable = re.sub(r"[^A-Za-z0-9_.]", "_", model_path.stem[:40])
+    return f"{readable}.{digest[:16]}"
+
+
+def reusable_prefix(cached: Sequence[int] | np.ndarray[Any, Any], prompt: Sequence[int]) -> int:
+    """Prompt tokens ``Llama.generate`` takes from a context holding ``cached`` tokens.
+
+    The longest common prefix, less one when it covers the whole prompt: llama.cpp must evaluate
+    at least the last prompt token to get the logits of the first new token.
+    """
+    if not prompt:
+        return 0
+    return min(common_prefix_len(cached, prompt), len(prompt) - 1)
+
+
+class LlamaCppBackend:
+    """A GGUF model loaded by llama.cpp. One generation at a time (llama.cpp is not reentrant).
+
+    ``evaluated_tokens`` counts every token llama.cpp evaluated through ``Llama.eval`` for this
+    model; ``last_prompt_evaluated``/``last_prompt_reused`` split the last prompt into tokens
+    evaluated and tokens reused (from the live context or a state restored from
+    ``prefix_cache``); ``last_prefix_source`` says which.
+    """
+
+    def __init__(
+        self,
+        llama: Llama,
+        *,
+        model_name: str | None = None,
+        prefix_cache: PrefixCache | None = None,
+    ) -> None:
         self.llama = llama
         self.model_name = model_name or Path(llama.model_path).name
         self.context_length = int(llama.n_ctx())
         self.eos_token_id = int(llama.token_eos())
         self.bos_token_id = int(llama.token_bos())
         self.chat_template: str | None = llama.metadata.get("tokenizer.chat_template")
+        self.prefix_cache = (
+            prefix_cache if prefix_cache is not None and prefix_cache.enabled else None
+        )
+        self.evaluated_tokens = 0
+        self.last_prompt_evaluated = 0
+        self.last_prompt_reused = 0
+        self.last_prefix_source: PrefixSource = "none"
         self._lock = GenerationLock()
         self._pieces = [llama.detokenize([i]) for i in range(llama.n_vocab())]
+        self._count_evaluations()
+
+    def _count_evaluations(self) -> None:
+        """Wrap this ``Llama``'s ``eval`` to count the tokens it really decodes.
+
+        ``Llama.generate`` decodes everything through ``self.eval``, which advances ``n_tokens``
+        by each decoded batch. (llama.cpp's own ``llama_perf_context`` counters report 1 for 0,
+        so their differences are off by one on a fresh context.)
+        """
+        llama = self.llama
+        evaluate = llama.eval
+
+        def counting_eval(tokens: Sequence[int]) -> None:
+            before = llama.n_tokens
+            try:
+                evaluate(tokens)
+            finally:
+                self.evaluated_tokens += max(0, llama.n_tokens - before)
+
+        setattr(llama, "eval", counting_eval)  # noqa: B010 (mypy refuses assigning a method)
 
     @classmethod
     def load(
@@ -107,8 +244,16 @@ class LlamaCppBackend:
         n_threads: int | None = None,
         n_batch: int = 512,
         verbose: bool = False,
+        prefix_cache_bytes: int = DEFAULT_MAX_BYTES,
+        prefix_cache_dir: str | Path | None = None,
+        prefix_cache_disk_bytes: int = DEFAULT_DISK_BYTES,
     ) -> LlamaCppBackend:
-        """Load a GGUF file, checking it first so that errors name the file and the fix."""
+        """Load a GGUF file, checking it first so that errors name the file and the fix.
+
+        ``prefix_cache_bytes`` of RAM (0: none) and, with ``prefix_cache_dir``,
+        ``prefix_cache_disk_bytes`` of disk keep KV states of earlier prompts for reuse; a real
+        Chinese-Mixtral needs about 4 GB per full 32K-token window (f16 KV cache).
+        """
         path = Path(model_path).expanduser()
         metadata = read_gguf_metadata(path)
         arch = check_architecture(path, metadata)
@@ -140,7 +285,15 @@ class LlamaCppBackend:
                 "newer llama.cpp; run with verbose=True to see llama.cpp's log."
             ) from exc
         logger.info("loaded %s with n_ctx=%d", path.name, llama.n_ctx())
-        return cls(llama)
+        cache = None
+        if prefix_cache_bytes > 0 or prefix_cache_dir is not None:
+            cache = PrefixCache(
+                prefix_cache_bytes,
+                directory=prefix_cache_dir,
+                max_disk_bytes=prefix_cache_disk_bytes,
+                namespace=state_namespace(llama, path),
+            )
+        return cls(llama, prefix_cache=cache)
 
     def close(self) -> None:
         """Free the llama.cpp model and context now rather than at interpreter exit."""
@@ -162,6 +315,9 @@ class LlamaCppBackend:
     ) -> Iterator[int]:
         with self._lock:
             llama = self.llama
+            prompt = list(prompt_ids)
+            self._reuse_prefix(prompt)
+            # After any load_state, which restores the seed saved with the state.
             llama.set_seed(sampling.seed if sampling.seed is not None else _RANDOM_SEED)
             processors = None
             if sampling.logit_bias:
@@ -175,8 +331,9 @@ class LlamaCppBackend:
                     return logits
 
                 processors = LogitsProcessorList([apply_bias])
+            start = self.evaluated_tokens
             tokens = llama.generate(
-                list(prompt_ids),
+                prompt,
                 top_k=sampling.top_k,
                 top_p=sampling.top_p,
                 min_p=0.0,
@@ -184,10 +341,70 @@ class LlamaCppBackend:
                 repeat_penalty=sampling.repetition_penalty,
                 logits_processor=processors,
             )
+            clean_exit = True
             try:
                 for count, token in enumerate(tokens, start=1):
+                    if count == 1:  # the prompt has been evaluated by now
+                        self.last_prompt_evaluated = self.evaluated_tokens - start
+                        self.last_prompt_reused = len(prompt) - self.last_prompt_evaluated
                     yield token
                     if count >= max_new_tokens or should_stop():
                         return
+            except GeneratorExit:  # the consumer closed the stream: the context is consistent
+                raise
+            except BaseException:
+                clean_exit = False
+                raise
             finally:
                 tokens.close()
+                if clean_exit:
+                    self._save_prefix()
+
+    def _reuse_prefix(self, prompt: list[int]) -> None:
+        """Restore the saved state sharing the most with ``prompt`` when it beats the live one."""
+        llama = self.llama
+        live = reusable_prefix(llama.input_ids[: llama.n_tokens], prompt)
+        self.last_prompt_reused = live
+        self.last_prompt_evaluated = len(prompt) - live
+        self.last_prefix_source = "live" if live else "none"
+        cache = self.prefix_cache
+        if cache is None or live >= len(prompt) - 1:
+            return
+        try:
+            match = cache.best_match(
+                prompt, min_prefix=max(live + 1, cache.min_tokens), max_prefix=len(prompt) - 1
+            )
+        except (MemoryError, OSError, ValueError) as exc:  # a cache problem must not fail a call
+            logger.warning("prefix cache lookup failed: %s", exc)
+            return
+        if match is None:
+            return
+        try:
+            llama.load_state(match.state)  # type: ignore[arg-type]
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("discarding a saved prefix state llama.cpp refused: %s", exc)
+            cache.discard(match.tokens)
+            # The context may be half-written: evaluate the whole prompt again.
+            llama.reset()  # type: ignore[no-untyped-call]
+            self.last_prompt_reused, self.last_prompt_evaluated = 0, len(prompt)
+            self.last_prefix_source = "none"
+            return
+        self.last_prompt_reused = match.prefix_len
+        self.last_prompt_evaluated = len(prompt) - match.prefix_len
+        self.last_prefix_source = "cache"
+
+    def _save_prefix(self) -> None:
+        """Save the context's state (prompt plus answer so far) after generation ended.
+
+        Runs once the answer is out, so it never delays a first token; failures only log.
+        """
+        cache = self.prefix_cache
+        llama = self.llama
+        if cache is None or llama.n_tokens < cache.min_tokens:
+            return
+        tokens = llama.input_ids[: llama.n_tokens].copy()
+        try:
+            if not cache.covers(tokens):
+                cache.save(tokens, snapshot_state(llama))
+        except (MemoryError, OSError, RuntimeError) as exc:
+            logger.warning("could not save the prefix state: %s", exc)

@@ -314,3 +314,39 @@ def test_a_small_file_is_summarised_in_one_call(
     assert "居住权不得转让、继承" in seen.messages[0][0].text
     with pytest.raises(ChineseMixtralError, match=r"没有这个文件\.txt"):
         qa.invoke({"mode": "summarize", "sources": ["没有这个文件.txt"]})
+
+
+def test_a_question_over_the_same_material_evaluates_only_its_new_tokens(
+    library: KnowledgeBase, tiny_model: TinyModel
+) -> None:
+    """Prefix reuse through the chain, with a question over other material in between: the
+    second question over the file restores the saved state of the first and llama.cpp
+    evaluates only the tokens after the shared material."""
+    pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
+    chat = ChineseMixtralChat(
+        model_path=str(tiny_model.gguf_path),
+        n_ctx=N_CTX,
+        max_tokens=8,
+        temperature=0.0,
+        prefix_cache_bytes=64 * 2**20,
+    )
+    backend = chat.get_backend()
+    qa = build_qa_chain(chat, kb=library, context_tokens=2000)
+    seen = SentMessages()
+    first = qa.invoke(
+        {"question": "居住权怎样设立？", "sources": ["居住权.txt"]}, {"callbacks": [seen]}
+    )
+    qa.invoke({"question": "中华人民共和国的行政区域是怎样划分的？"})  # other material
+    between = backend.last_prompt_reused  # shares only the instructions with the first
+    second = qa.invoke(
+        {"question": "居住权可以出租吗？", "sources": ["居住权.txt"]}, {"callbacks": [seen]}
+    )
+    assert first["report"].mode == second["report"].mode == "whole"
+    prompts = [chat.prompt_ids(messages) for messages in seen.messages]
+    shared = next(i for i, (a, b) in enumerate(zip(prompts[0], prompts[1], strict=False)) if a != b)
+    assert shared > 250  # instructions and material
+    assert between < shared - 100  # so the live context no longer held the material
+    assert backend.last_prefix_source == "cache"
+    assert backend.last_prompt_reused == shared
+    assert backend.last_prompt_evaluated == len(prompts[1]) - shared
+    assert second["usage"]["input_tokens"] == len(prompts[1])
