@@ -8,7 +8,7 @@ MODEL ?=
 Q ?= 介绍一下混合专家模型。
 DEMO_DIR := .cache/demo-model
 
-.PHONY: install chat ingest test unit integration lint format type bench clean
+.PHONY: install chat ask ingest test unit integration lint format type bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,22 @@ else
 	$(BIN)/cmrag chat --model-path "$(MODEL)" "$(Q)"
 endif
 
-DOCS ?= ../shared/data/docs
+DOCS ?= ../shared/data/docs/laws
 ingest: install
 	$(BIN)/python -m ingest "$(DOCS)"
+
+# The main job: set up, ingest DOCS, answer QUESTION from them with numbered sources.
+QUESTION ?= 民法典中关于居住权的规定有哪些？
+ask: install
+ifeq ($(MODEL),)
+	@test -f $(DEMO_DIR)/tiny-mixtral-f32.gguf || $(BIN)/cmrag tiny-model $(DEMO_DIR)
+	@echo "No MODEL given: retrieval is real, the answer comes from a tiny random-weight model."
+	$(BIN)/python -m ingest "$(DOCS)" --model-path $(DEMO_DIR)/tiny-mixtral-f32.gguf -q
+	$(BIN)/cmrag ask --model-path $(DEMO_DIR)/tiny-mixtral-f32.gguf --max-tokens 64 "$(QUESTION)"
+else
+	$(BIN)/python -m ingest "$(DOCS)" --model-path "$(MODEL)" -q
+	$(BIN)/cmrag ask --model-path "$(MODEL)" "$(QUESTION)"
+endif
 
 test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -53,6 +66,8 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/stream_speed.py
 	$(BIN)/python benchmarks/ingest_speed.py
+	$(BIN)/python benchmarks/retrieval_eval.py
+	$(BIN)/python benchmarks/prefix_reuse.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

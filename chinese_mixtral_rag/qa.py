@@ -14,7 +14,9 @@ returns them merged into one dict. ``sources[n - 1]`` is what the answer's ``[n]
 markers that point to nothing are removed from the answer as it streams.
 
 When the best hit's relevance is below ``min_relevance`` the model is not asked at all: the
-answer says the documents do not contain it, with no sources (no invented citations).
+answer says the documents do not contain it, with no sources (no invented citations). Files
+chosen with ``sources`` that fit the window whole are the exception: they are read whole and the
+model judges.
 
 Other modes: ``search`` returns the retrieved passages as ``sources`` without any model (the
 chain may be built with ``chat=None`` for it); ``summarize`` summarises the files named in
@@ -308,14 +310,21 @@ class QAChain:
         query = self.search_query(question, history)
         hits = self.retrieve(query, sources, where)
         best = max((float(h.metadata.get("relevance", 0.0)) for h in hits), default=0.0)
+        packed = None
         found = bool(hits) and best >= self.options.min_relevance
+        if not found and sources:
+            # Files the user chose that fit whole are read whole: the model, not the search
+            # score, judges whether they answer the question.
+            packed, history = self.plan(question, history, hits, sources)
+            found = packed.report.mode == "whole"
         if not found:
             report = PackReport(mode="empty", limit=self.context_length - self.answer_tokens)
             yield AddableDict(question=question, search_query=query, found=False, report=report)
             yield AddableDict(answer=prompts.NOT_FOUND[prompts.language_of(question)])
             yield AddableDict(sources=[], cited=[], usage=None)
             return
-        packed, history = self.plan(question, history, hits, sources)
+        if packed is None:
+            packed, history = self.plan(question, history, hits, sources)
         yield AddableDict(question=question, search_query=query, found=True, report=packed.report)
         messages = prompts.qa_messages(packed.passages, question, history)
         listed = [Source.of(n, p) for n, p in enumerate(packed.passages, start=1)]

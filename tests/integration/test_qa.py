@@ -153,6 +153,11 @@ def test_a_small_chosen_file_goes_into_the_prompt_whole(
     assert result["report"].whole_sources == ["居住权.txt"]
     assert "".join(s.text for s in result["sources"]).split() == RESIDENCE.split()
     assert result["sources"][0].relevance > 0
+    # A chosen file that fits is read whole even when the question shares no words with it:
+    # the model judges, not the search score.
+    vague = qa.invoke({"question": "请概括要点", "sources": ["居住权.txt"]})
+    assert vague["found"] is True
+    assert vague["report"].mode == "whole"
 
 
 def test_nothing_relevant_gets_the_not_found_answer_without_asking_the_model(
