@@ -69,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ingest_arguments(ingest)
 
+    from chinese_mixtral_rag.eval import add_eval_arguments
+
+    evaluate = commands.add_parser(
+        "eval", help="retrieval recall/MRR or QA exact match/F1 on a dataset (CMRC, LongBench)"
+    )
+    add_eval_arguments(evaluate)
+
+    from chinese_mixtral_rag.ask_cli import add_ask_arguments
+
+    ask = commands.add_parser(
+        "ask", help="answer a question from a knowledge base, citing its sources"
+    )
+    add_ask_arguments(ask)
+    _add_model_flags(ask)
+
     tiny = commands.add_parser(
         "tiny-model", help="write a tiny random-weight Mixtral (GGUF + HF) for trying things out"
     )
@@ -101,8 +116,16 @@ def _run(args: argparse.Namespace) -> int:
         from chinese_mixtral_rag.ingest_cli import run_ingest
 
         return run_ingest(args)
+    if args.command == "eval":
+        from chinese_mixtral_rag.eval import run_eval
+
+        return run_eval(args)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "ask":
+        from chinese_mixtral_rag.ask_cli import run_ask
+
+        return run_ask(args, _options(args), _text(args.question))
     if args.command == "chat":
         from chinese_mixtral_rag.chat_models import ChineseMixtralChat
 
