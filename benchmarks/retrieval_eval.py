@@ -333,7 +333,7 @@ def main() -> int:
     ]
     table(HEADER, rows)
     if args.rerank:
-        from chinese_mixtral_rag.testing.tiny_reranker import build_tiny_reranker
+        from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_reranker
 
         reranker = build_tiny_reranker(args.store / "tiny-reranker")
         report = evaluate_retrieval(

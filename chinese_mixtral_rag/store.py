@@ -23,7 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chinese_mixtral_rag.embeddings import EmbeddingModelInfo, load_embeddings
+from chinese_mixtral_rag.embeddings import (
+    EmbeddingModelInfo,
+    load_embeddings,
+    resolve_embedding_model,
+)
 from chinese_mixtral_rag.errors import ChineseMixtralError, MissingDependencyError
 from chinese_mixtral_rag.lexical import LexicalIndex
 
@@ -334,8 +338,6 @@ class KnowledgeBase:
 
 def open_knowledge_base(settings: StoreOptions, collection: str | None = None) -> KnowledgeBase:
     """The knowledge base the settings point at (``collection`` overrides the setting)."""
-    from chinese_mixtral_rag.embeddings import resolve_embedding_model
-
     return KnowledgeBase(
         collection or settings.collection,
         resolve_embedding_model(settings.embedding_model),

@@ -72,13 +72,7 @@ def library(
 @pytest.fixture(params=["llama_cpp", "transformers"])
 def chat(request: pytest.FixtureRequest, tiny_model: TinyModel) -> ChineseMixtralChat:
     if request.param == "llama_cpp":
-        pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
-        return ChineseMixtralChat(
-            model_path=str(tiny_model.gguf_path),
-            n_ctx=N_CTX,
-            max_tokens=MAX_TOKENS,
-            temperature=0.0,
-        )
+        return gguf_chat(tiny_model)
     return ChineseMixtralChat(
         backend="transformers",
         model_path=str(tiny_model.hf_dir),
@@ -86,6 +80,13 @@ def chat(request: pytest.FixtureRequest, tiny_model: TinyModel) -> ChineseMixtra
         temperature=0.0,
         device_map=None,
     )
+
+
+def gguf_chat(tiny_model: TinyModel, **options: Any) -> ChineseMixtralChat:
+    """The tiny GGUF as a greedy chat model with a short answer."""
+    pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
+    defaults: dict[str, Any] = {"n_ctx": N_CTX, "max_tokens": MAX_TOKENS, "temperature": 0.0}
+    return ChineseMixtralChat(model_path=str(tiny_model.gguf_path), **{**defaults, **options})
 
 
 def page_with(text: str) -> int:
@@ -144,9 +145,7 @@ def test_a_question_restricted_to_one_file_only_cites_that_file(
 def test_a_small_chosen_file_goes_into_the_prompt_whole(
     library: KnowledgeBase, tiny_model: TinyModel
 ) -> None:
-    chat = ChineseMixtralChat(
-        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
-    )
+    chat = gguf_chat(tiny_model)
     qa = build_qa_chain(chat, kb=library)
     result = qa.invoke({"question": "居住权可以继承吗？", "sources": ["居住权.txt"]})
     assert result["report"].mode == "whole"
@@ -163,9 +162,7 @@ def test_a_small_chosen_file_goes_into_the_prompt_whole(
 def test_nothing_relevant_gets_the_not_found_answer_without_asking_the_model(
     library: KnowledgeBase, tiny_model: TinyModel
 ) -> None:
-    chat = ChineseMixtralChat(
-        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
-    )
+    chat = gguf_chat(tiny_model)
     qa = build_qa_chain(chat, kb=library)
     result = qa.invoke({"question": "量子计算机的超导量子比特如何纠错？"})
     assert result["found"] is False
@@ -192,9 +189,7 @@ class SentMessages(BaseCallbackHandler):
 def test_history_feeds_the_search_and_the_prompt(
     library: KnowledgeBase, tiny_model: TinyModel
 ) -> None:
-    chat = ChineseMixtralChat(
-        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
-    )
+    chat = gguf_chat(tiny_model)
     history = [("居住权怎样设立？", "应当采用书面形式订立居住权合同，并申请登记。[1]")]
     concat = build_qa_chain(chat, kb=library, condense="concat", context_tokens=2000)
     follow = concat.invoke({"question": "可以出租吗？", "history": history})
@@ -218,9 +213,7 @@ def test_history_feeds_the_search_and_the_prompt(
 
 
 def test_async_stream_gives_the_same_answer(library: KnowledgeBase, tiny_model: TinyModel) -> None:
-    chat = ChineseMixtralChat(
-        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
-    )
+    chat = gguf_chat(tiny_model)
     qa = build_qa_chain(chat, kb=library, context_tokens=2000)
     question = {"question": "居住权可以继承吗？"}
     sync = qa.invoke(question)
@@ -282,9 +275,7 @@ def test_summary_of_a_file_larger_than_the_window_is_map_reduced(
     library: KnowledgeBase, tiny_model: TinyModel
 ) -> None:
     # A 2K window against the ~20K-token constitution: many parts, then a combination.
-    chat = ChineseMixtralChat(
-        model_path=str(tiny_model.gguf_path), n_ctx=2048, max_tokens=32, temperature=0.0
-    )
+    chat = gguf_chat(tiny_model, n_ctx=2048, max_tokens=32)
     qa = build_qa_chain(chat, kb=library)
     seen = SentMessages()
     events = list(
@@ -308,9 +299,7 @@ def test_summary_of_a_file_larger_than_the_window_is_map_reduced(
 def test_a_small_file_is_summarised_in_one_call(
     library: KnowledgeBase, tiny_model: TinyModel
 ) -> None:
-    chat = ChineseMixtralChat(
-        model_path=str(tiny_model.gguf_path), n_ctx=N_CTX, max_tokens=16, temperature=0.0
-    )
+    chat = gguf_chat(tiny_model, max_tokens=16)
     qa = build_qa_chain(chat, kb=library)
     seen = SentMessages()
     result = qa.invoke({"mode": "summarize", "sources": ["居住权.txt"]}, {"callbacks": [seen]})
@@ -327,14 +316,7 @@ def test_a_question_over_the_same_material_evaluates_only_its_new_tokens(
     """Prefix reuse through the chain, with a question over other material in between: the
     second question over the file restores the saved state of the first and llama.cpp
     evaluates only the tokens after the shared material."""
-    pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
-    chat = ChineseMixtralChat(
-        model_path=str(tiny_model.gguf_path),
-        n_ctx=N_CTX,
-        max_tokens=8,
-        temperature=0.0,
-        prefix_cache_bytes=64 * 2**20,
-    )
+    chat = gguf_chat(tiny_model, max_tokens=8, prefix_cache_bytes=64 * 2**20)
     backend = chat.get_backend()
     qa = build_qa_chain(chat, kb=library, context_tokens=2000)
     seen = SentMessages()

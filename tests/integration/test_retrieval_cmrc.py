@@ -35,7 +35,7 @@ from chinese_mixtral_rag.ingest import ChunkingSpec
 from chinese_mixtral_rag.retrieval import HybridRetriever, load_cross_encoder
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.testing import TinyModel
-from chinese_mixtral_rag.testing.tiny_reranker import build_tiny_reranker
+from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_reranker
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
