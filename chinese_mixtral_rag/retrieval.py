@@ -9,9 +9,9 @@ BM25 alone, and one it can read gets reciprocal-rank fusion with ``dense_weight`
 embedder (``BAAI/bge-small-zh-v1.5``, ``BAAI/bge-m3``) therefore joins in automatically.
 
 Every hit carries ``relevance``: the share of the query's information (IDF-weighted distinct
-search tokens, question words left out) that the chunk contains. Unlike BM25 scores it is
-comparable across queries and collections, which is what the "not in the documents" threshold
-needs.
+search tokens, question words left out) that the chunk, its file's title and name contain.
+Unlike BM25 scores it is comparable across queries and collections, which is what the "not in
+the documents" threshold needs.
 """
 
 from __future__ import annotations
@@ -195,7 +195,10 @@ class HybridRetriever(BaseRetriever):
             doc.id = chunk_id
             doc.metadata.update(ranks.get(chunk_id, {}))
             doc.metadata["score"] = round(fused[chunk_id], 6)
-            doc.metadata["relevance"] = round(relevance(wanted, doc.page_content, idf), 4)
+            # A question may name the document ("民法典中……"): its title and file name count.
+            meta = doc.metadata
+            labelled = f"{meta.get('title', '')}\n{meta.get('source', '')}\n{doc.page_content}"
+            doc.metadata["relevance"] = round(relevance(wanted, labelled, idf), 4)
         return documents
 
     def _rerank(self, query: str, order: list[str]) -> list[str]:
