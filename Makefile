@@ -8,12 +8,12 @@ MODEL ?=
 Q ?= 介绍一下混合专家模型。
 DEMO_DIR := .cache/demo-model
 
-.PHONY: install chat ask ingest test unit integration lint format type bench clean
+.PHONY: install browser app chat ask ingest test unit integration lint format type bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp,transformers,rag,test,dev,bench]"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp,transformers,rag,web,test,dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,11 +28,17 @@ else
 	$(BIN)/cmrag chat --model-path "$(MODEL)" "$(Q)"
 endif
 
+# The main job: set up, ingest the sample documents, open the web app on http://127.0.0.1:7860
+# (search-only until MODEL points at a Chinese-Mixtral GGUF file or HF checkpoint directory).
+app: install
+	$(BIN)/python -m ingest examples/docs --collection examples -q $(if $(MODEL),--model-path "$(MODEL)")
+	$(BIN)/cmrag web --collection examples $(if $(MODEL),--model-path "$(MODEL)")
+
 DOCS ?= ../shared/data/docs/laws
 ingest: install
 	$(BIN)/python -m ingest "$(DOCS)"
 
-# The main job: set up, ingest DOCS, answer QUESTION from them with numbered sources.
+# Set up, ingest DOCS, answer QUESTION from them with numbered sources, in the terminal.
 QUESTION ?= 民法典中关于居住权的规定有哪些？
 ask: install
 ifeq ($(MODEL),)
@@ -45,7 +51,12 @@ else
 	$(BIN)/cmrag ask --model-path "$(MODEL)" "$(QUESTION)"
 endif
 
-test: install lint
+# Debian's chromium (and CJK fonts) for the browser end-to-end test; Playwright drives it, no
+# browser download. Without root or apt the browser test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; } || echo "could not install chromium: the browser test will be skipped"
+
+test: install browser lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: install

@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_ask_arguments(ask)
     _add_model_flags(ask)
 
+    web = commands.add_parser("web", help="open the web app (Gradio) on http://127.0.0.1:7860")
+    web.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    web.add_argument("--port", type=int, default=7860)
+    web.add_argument("--auth", help="require a login, given as user:password")
+    web.add_argument("--collection", help="knowledge base shown first [CMR_COLLECTION]")
+    web.add_argument("--lang", choices=["zh", "en"], default="zh", help="interface language")
+    _add_model_flags(web)
+
     tiny = commands.add_parser(
         "tiny-model", help="write a tiny random-weight Mixtral (GGUF + HF) for trying things out"
     )
@@ -122,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         return run_eval(args)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "web":
+        return _web(args)
     if args.command == "ask":
         from chinese_mixtral_rag.ask_cli import run_ask
 
@@ -148,6 +158,23 @@ def _run(args: argparse.Namespace) -> int:
     for piece in llm.stream(prompt):
         print(piece, end="", flush=True)
     print()
+    return 0
+
+
+def _web(args: argparse.Namespace) -> int:
+    from chinese_mixtral_rag.settings import Settings
+    from chinese_mixtral_rag.webui import WebApp, launch
+
+    overrides = _options(args)
+    if args.collection:
+        overrides["collection"] = args.collection
+    auth = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user:
+            raise ChineseMixtralError("--auth takes user:password, e.g. --auth alice:s3cret")
+        auth = (user, password)
+    launch(WebApp(Settings(**overrides), lang=args.lang), host=args.host, port=args.port, auth=auth)
     return 0
 
 

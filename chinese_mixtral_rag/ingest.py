@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from chinese_mixtral_rag.errors import ChineseMixtralError, DocumentError
 from chinese_mixtral_rag.store import KnowledgeBase
+
+if TYPE_CHECKING:
+    from chinese_mixtral_rag.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,16 @@ class ChunkingSpec:
     """GGUF file or HF checkpoint whose tokenizer counts chunk tokens; None: approximation."""
     embedding_path: str | None = None
     """Embedding model directory: chunks never exceed its maximum input."""
+
+    @classmethod
+    def for_store(cls, settings: Settings, kb: KnowledgeBase) -> ChunkingSpec:
+        """The chunking the settings ask for, sized for ``kb``'s embedding model."""
+        return cls(
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+            model_path=settings.model_path or settings.model,
+            embedding_path=kb.embedding.path,
+        )
 
 
 @dataclass

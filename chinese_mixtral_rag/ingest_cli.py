@@ -193,12 +193,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             "error: give a folder or file to ingest (or --list/--delete/--reset)", file=sys.stderr
         )
         return 2
-    spec = ChunkingSpec(
-        chunk_size=settings.chunk_size,
-        chunk_overlap=settings.chunk_overlap,
-        model_path=settings.model_path or settings.model,
-        embedding_path=kb.embedding.path,
-    )
+    spec = ChunkingSpec.for_store(settings, kb)
     with _RichProgress(args.quiet) as progress:
         report = ingest(
             args.path,

@@ -310,6 +310,10 @@ class QAChain:
         query = self.search_query(question, history)
         hits = self.retrieve(query, sources, where)
         best = max((float(h.metadata.get("relevance", 0.0)) for h in hits), default=0.0)
+        if query != question and hits:
+            # A rewrite adds the words a follow-up leaves out, but a poor one must not hide
+            # what the question itself matches.
+            best = max(best, *self.retriever.relevances(question, hits))
         packed = None
         found = bool(hits) and best >= self.options.min_relevance
         if not found and sources:

@@ -188,18 +188,26 @@ class HybridRetriever(BaseRetriever):
         if self.reranker:
             order = self._rerank(query, order[: max(self.rerank_top, k)])
         documents: list[Document] = kb.documents(order[:k])
-        wanted = relevance_tokens(query)
-        idf = kb.lexical.idf(wanted) if kb.lexical.current() else {}
-        for doc in documents:
+        scores = self.relevances(query, documents)
+        for doc, score in zip(documents, scores, strict=True):
             chunk_id = doc.metadata["id"]
             doc.id = chunk_id
             doc.metadata.update(ranks.get(chunk_id, {}))
             doc.metadata["score"] = round(fused[chunk_id], 6)
-            # A question may name the document ("民法典中……"): its title and file name count.
+            doc.metadata["relevance"] = score
+        return documents
+
+    def relevances(self, query: str, documents: Sequence[Document]) -> list[float]:
+        """:func:`relevance` of each chunk for ``query``, its file's title and name included
+        (a question may name its document: "民法典中……")."""
+        wanted = relevance_tokens(query)
+        idf = self.kb.lexical.idf(wanted) if self.kb.lexical.current() else {}
+        scores = []
+        for doc in documents:
             meta = doc.metadata
             labelled = f"{meta.get('title', '')}\n{meta.get('source', '')}\n{doc.page_content}"
-            doc.metadata["relevance"] = round(relevance(wanted, labelled, idf), 4)
-        return documents
+            scores.append(round(relevance(wanted, labelled, idf), 4))
+        return scores
 
     def _rerank(self, query: str, order: list[str]) -> list[str]:
         model = load_cross_encoder(self.reranker or "", self.kb._device)

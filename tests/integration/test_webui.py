@@ -1,0 +1,186 @@
+"""The web app through its HTTP API (gradio_client), served for real on 127.0.0.1 with the tiny
+models: upload -> ingest -> ask -> streamed answer -> sources; search-only without a model; two
+clients at once keep their own conversations; bad input gets a message and the app keeps working."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chinese_mixtral_rag.settings import Settings
+from chinese_mixtral_rag.testing import TinyModel
+
+gr = pytest.importorskip("gradio", reason="needs the web extra")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from chinese_mixtral_rag.webui import MAX_QUESTION_CHARS, WebApp, launch  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+RESIDENCE = (
+    "居住权是民法典新设立的一种用益物权。设立居住权，当事人应当采用书面形式订立居住权合同。"
+    "居住权无偿设立，但是当事人另有约定的除外。居住权不得转让、继承。"
+)
+TEA = "西湖龙井是绿茶。明前茶在清明节前采摘，冲泡时水温以八十度左右为宜。"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("upload")
+    (folder / "居住权.txt").write_text(RESIDENCE, encoding="utf-8")
+    (folder / "龙井.md").write_text(f"# 龙井\n\n{TEA}", encoding="utf-8")
+    (folder / "空.txt").write_text("", encoding="utf-8")
+    (folder / "图片.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    return folder
+
+
+def serve(app: WebApp) -> Iterator[Client]:
+    port = free_port()
+    demo = launch(app, port=port, block=False)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def with_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: TinyModel, tiny_embedder: Path
+) -> Iterator[Client]:
+    pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
+    settings = Settings(
+        persist_dir=tmp_path_factory.mktemp("web-store"),
+        embedding_model=str(tiny_embedder),
+        collection="web-test",
+        model_path=str(tiny_model.gguf_path),
+        n_ctx=4096,
+        max_tokens=24,
+        temperature=0.0,
+    )
+    yield from serve(WebApp(settings))
+
+
+@pytest.fixture(scope="module")
+def without_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Path
+) -> Iterator[Client]:
+    settings = Settings(
+        persist_dir=tmp_path_factory.mktemp("web-store-search"),
+        embedding_model=str(tiny_embedder),
+        collection="web-search",
+        model_path=None,
+        model=None,
+    )
+    yield from serve(WebApp(settings))
+
+
+def ask(client: Client, question: str, mode: str = "知识库问答", **kw: Any) -> tuple[Any, ...]:
+    job = client.submit(
+        question,
+        mode,
+        kw.get("selected", []),
+        kw.get("collection", "web-test"),
+        0.0,
+        24,
+        8,
+        False,
+        api_name="/ask",
+    )
+    updates = list(job)
+    result = job.result()
+    return result, updates
+
+
+def text_of(message: dict[str, Any]) -> str:
+    content = message["content"]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return str(content)
+
+
+def test_upload_ingest_ask_streams_an_answer_with_sources(with_model: Client, docs: Path) -> None:
+    status, table, *_ = with_model.predict(
+        [handle_file(docs / "居住权.txt"), handle_file(docs / "龙井.md")],
+        "web-test",
+        api_name="/upload",
+    )
+    assert "新增 2" in status
+    assert sorted(row[0] for row in table["data"]) == ["居住权.txt", "龙井.md"]
+    result, updates = ask(with_model, "居住权可以继承吗？")
+    chat, sources, budget = result[0], result[1], result[2]
+    assert len(updates) >= 3  # streamed: several updates before the last
+    assert [m["role"] for m in chat] == ["user", "assistant"]
+    assert text_of(chat[1]).strip()
+    assert "id='src-1'" in sources
+    assert "居住权.txt" in sources
+    assert "上下文：" in budget
+
+
+def test_search_only_without_a_model(without_model: Client, docs: Path) -> None:
+    without_model.predict([handle_file(docs / "龙井.md")], "web-search", api_name="/upload")
+    result, _ = ask(without_model, "龙井茶冲泡水温多少度？", mode="仅检索", collection="web-search")
+    assert "龙井.md" in result[1]
+    assert "八十度" in result[1]
+    with pytest.raises(Exception, match="仅检索"):
+        ask(without_model, "龙井茶冲泡水温多少度？", collection="web-search")
+
+
+def test_two_clients_at_once_keep_their_own_conversations(with_model: Client, docs: Path) -> None:
+    with_model.predict([handle_file(docs / "居住权.txt")], "web-test", api_name="/upload")
+    url = with_model.src
+    first, second = Client(url, verbose=False), Client(url, verbose=False)
+    results: dict[str, Any] = {}
+
+    def run(name: str, client: Client, questions: list[str]) -> None:
+        for question in questions:
+            results[name] = ask(client, question)[0]
+
+    threads = [
+        threading.Thread(target=run, args=("a", first, ["居住权可以继承吗？", "居住权如何设立？"])),
+        threading.Thread(target=run, args=("b", second, ["龙井茶什么时候采摘？"])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    asked_a = [text_of(m) for m in results["a"][0] if m["role"] == "user"]
+    asked_b = [text_of(m) for m in results["b"][0] if m["role"] == "user"]
+    assert asked_a == ["居住权可以继承吗？", "居住权如何设立？"]
+    assert asked_b == ["龙井茶什么时候采摘？"]
+
+
+def test_bad_input_gets_a_message_and_the_app_keeps_working(with_model: Client, docs: Path) -> None:
+    with pytest.raises(Exception, match="不支持"):
+        with_model.predict([handle_file(docs / "图片.png")], "web-test", api_name="/upload")
+    status, table, *_ = with_model.predict(
+        [handle_file(docs / "空.txt"), handle_file(docs / "居住权.txt")],
+        "web-test",
+        api_name="/upload",
+    )
+    assert "失败：空.txt" in status
+    assert "空.txt" not in [row[0] for row in table["data"]]
+    with pytest.raises(Exception, match="请输入问题"):
+        ask(with_model, "   ")
+    with pytest.raises(Exception, match="问题太长"):
+        ask(with_model, "长" * 100_000)
+    assert MAX_QUESTION_CHARS < 100_000
+    result, _ = ask(with_model, "居住权可以继承吗？")  # still answering
+    assert "居住权.txt" in result[1]
+
+
+def test_remove_a_document(with_model: Client, docs: Path) -> None:
+    with_model.predict([handle_file(docs / "龙井.md")], "web-test", api_name="/upload")
+    status, table, *_ = with_model.predict("web-test", "龙井.md", api_name="/remove")
+    assert "已删除 龙井.md" in status
+    assert "龙井.md" not in [row[0] for row in table["data"]]
