@@ -184,3 +184,14 @@ def test_remove_a_document(with_model: Client, docs: Path) -> None:
     status, table, *_ = with_model.predict("web-test", "龙井.md", api_name="/remove")
     assert "已删除 龙井.md" in status
     assert "龙井.md" not in [row[0] for row in table["data"]]
+
+
+def test_clear_starts_a_new_conversation(with_model: Client, docs: Path) -> None:
+    client = Client(with_model.src, verbose=False)
+    client.predict([handle_file(docs / "居住权.txt")], "web-test", api_name="/upload")
+    ask(client, "居住权可以继承吗？")
+    second = ask(client, "居住权如何设立？")[0]
+    assert [m["role"] for m in second[0]].count("user") == 2
+    client.predict(api_name="/clear")
+    fresh = ask(client, "居住权如何设立？")[0]
+    assert [text_of(m) for m in fresh[0] if m["role"] == "user"] == ["居住权如何设立？"]
