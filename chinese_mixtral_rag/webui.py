@@ -69,6 +69,9 @@ TEXT: dict[str, dict[str, str]] = {
         "page": "第 {page} 页",
         "relevance": "相关度",
         "bad_kb": "知识库名称无效：{reason}",
+        "col_file": "文件",
+        "col_chunks": "片段数",
+        "col_time": "导入时间",
     },
     "en": {
         "title": "Chinese-Mixtral document QA",
@@ -113,6 +116,9 @@ TEXT: dict[str, dict[str, str]] = {
         "page": "p. {page}",
         "relevance": "relevance",
         "bad_kb": "Invalid knowledge base name: {reason}",
+        "col_file": "file",
+        "col_chunks": "chunks",
+        "col_time": "ingested",
     },
 }
 
@@ -414,8 +420,18 @@ def build_app(app: WebApp | None = None) -> Any:
     labels = [label for label, _, _ in web.modes.values()]
     default_mode = labels[0] if web.chat is not None else web.modes["search"][0]
 
-    def guard(function: Any) -> Any:
-        """Turn our errors into a visible message instead of a stack trace."""
+    def guard(function: Any, outputs: int, notice: int | None = None) -> Any:
+        """Show our errors as a warning toast and, when the event has one, in its message output
+        (``notice``), leaving every other output as it was: ``gr.Error`` would cover all of
+        them (the document table, the conversation) with an error overlay."""
+
+        def failed(exc: ChineseMixtralError) -> tuple[Any, ...]:
+            gr.Warning(str(exc))
+            result = [gr.skip()] * outputs
+            if notice is not None:
+                result[notice] = f"⚠️ {exc}"
+            return tuple(result) if outputs > 1 else result[0]
+
         if inspect.isgeneratorfunction(function):
 
             @functools.wraps(function)
@@ -423,7 +439,7 @@ def build_app(app: WebApp | None = None) -> Any:
                 try:
                     yield from function(*args, **kwargs)
                 except ChineseMixtralError as exc:
-                    raise gr.Error(str(exc), print_exception=False) from exc
+                    yield failed(exc)
 
             return streamed
 
@@ -432,7 +448,7 @@ def build_app(app: WebApp | None = None) -> Any:
             try:
                 return function(*args, **kwargs)
             except ChineseMixtralError as exc:
-                raise gr.Error(str(exc), print_exception=False) from exc
+                return failed(exc)
 
         return wrapped
 
@@ -456,7 +472,7 @@ def build_app(app: WebApp | None = None) -> Any:
                 ingest_button = gr.Button(text["ingest"], variant="primary", elem_id="ingest")
                 status = gr.Markdown(elem_id="ingest-status")
                 documents = gr.Dataframe(
-                    headers=["file", "chunks", "ingested"],
+                    headers=[text["col_file"], text["col_chunks"], text["col_time"]],
                     value=web.documents(web.settings.collection),
                     label=text["docs"],
                     interactive=False,
@@ -469,8 +485,9 @@ def build_app(app: WebApp | None = None) -> Any:
                 selected = gr.Dropdown(
                     [], multiselect=True, label=text["selected"], elem_id="selected"
                 )
-                chatbot = gr.Chatbot(label="", height=420, elem_id="chatbot")
+                chatbot = gr.Chatbot(show_label=False, height=420, elem_id="chatbot")
                 budget = gr.Markdown(elem_id="budget")
+                notice = gr.Markdown(elem_id="notice")
                 question = gr.Textbox(label=text["question"], lines=2, elem_id="question")
                 with gr.Row():
                     ask = gr.Button(text["ask"], variant="primary", elem_id="ask")
@@ -508,6 +525,7 @@ def build_app(app: WebApp | None = None) -> Any:
         def on_create(name: str) -> tuple[Any, ...]:
             kb = web.kb(name.strip())
             return (
+                "",
                 gr.update(choices=sorted({*web.collections(), kb.name}), value=kb.name),
                 *refresh(kb.name),
             )
@@ -539,22 +557,22 @@ def build_app(app: WebApp | None = None) -> Any:
             for current, cards, line in web.answer(
                 q, state, m, chosen or [], name, temp, int(limit), int(top), use_rerank
             ):
-                yield current, current.messages, cards, line, ""
+                yield current, current.messages, cards, line, "", ""
 
         def on_clear() -> tuple[Any, ...]:
-            return Conversation(), [], "", ""
+            return Conversation(), [], "", "", ""
 
         collection.change(
-            guard(refresh), collection, [documents, to_remove, selected], api_name="documents"
+            guard(refresh, 3), collection, [documents, to_remove, selected], api_name="documents"
         )
         create.click(
-            guard(on_create),
+            guard(on_create, 5, notice=0),
             new_name,
-            [collection, documents, to_remove, selected],
+            [status, collection, documents, to_remove, selected],
             api_name="create",
         )
         ingest_button.click(
-            guard(on_ingest),
+            guard(on_ingest, 5, notice=0),
             [files, collection],
             [status, documents, to_remove, selected, files],
             api_name="upload",
@@ -562,7 +580,7 @@ def build_app(app: WebApp | None = None) -> Any:
             concurrency_id="ingest",
         )
         remove_button.click(
-            guard(on_remove),
+            guard(on_remove, 4, notice=0),
             [collection, to_remove],
             [status, documents, to_remove, selected],
             api_name="remove",
@@ -578,9 +596,9 @@ def build_app(app: WebApp | None = None) -> Any:
             k,
             rerank,
         ]
-        outputs = [conversation, chatbot, sources, budget, question]
+        outputs = [conversation, chatbot, sources, budget, question, notice]
         asked = ask.click(
-            guard(on_ask),
+            guard(on_ask, 6, notice=5),
             inputs,
             outputs,
             api_name="ask",
@@ -588,7 +606,7 @@ def build_app(app: WebApp | None = None) -> Any:
             concurrency_id="model",
         )
         submitted = question.submit(
-            guard(on_ask),
+            guard(on_ask, 6, notice=5),
             inputs,
             outputs,
             api_visibility="private",
@@ -596,9 +614,14 @@ def build_app(app: WebApp | None = None) -> Any:
             concurrency_id="model",
         )
         stop.click(None, None, None, cancels=[asked, submitted], api_visibility="private")
-        clear.click(on_clear, None, [conversation, chatbot, sources, budget], api_name="clear")
+        clear.click(
+            on_clear, None, [conversation, chatbot, sources, budget, notice], api_name="clear"
+        )
         demo.load(
-            guard(refresh), collection, [documents, to_remove, selected], api_visibility="private"
+            guard(refresh, 3),
+            collection,
+            [documents, to_remove, selected],
+            api_visibility="private",
         )
     demo.queue(default_concurrency_limit=4)
     return demo
