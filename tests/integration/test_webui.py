@@ -193,3 +193,23 @@ def test_clear_starts_a_new_conversation(with_model: Client, docs: Path) -> None
     client.predict(api_name="/clear")
     fresh = ask(client, "居住权如何设立？")[0]
     assert [text_of(m) for m in fresh[0] if m["role"] == "user"] == ["居住权如何设立？"]
+
+
+def test_auth_keeps_strangers_out(tmp_path: Path, tiny_embedder: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    settings = Settings(
+        persist_dir=tmp_path / "store", embedding_model=str(tiny_embedder), model_path=None
+    )
+    port = free_port()
+    demo = launch(WebApp(settings), port=port, auth=("alice", "s3cret"), block=False)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "config", timeout=30)
+        assert refused.value.code == 401
+        client = Client(url, auth=("alice", "s3cret"), verbose=False)
+        assert "/ask" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    finally:
+        demo.close()
