@@ -597,7 +597,8 @@ def build_app(app: WebApp | None = None) -> Any:
             rerank,
         ]
         outputs = [conversation, chatbot, sources, budget, question, notice]
-        asked = ask.click(
+        asked = gr.on(
+            [ask.click, question.submit],
             guard(on_ask, 6, notice=5),
             inputs,
             outputs,
@@ -605,15 +606,7 @@ def build_app(app: WebApp | None = None) -> Any:
             concurrency_limit=1,
             concurrency_id="model",
         )
-        submitted = question.submit(
-            guard(on_ask, 6, notice=5),
-            inputs,
-            outputs,
-            api_visibility="private",
-            concurrency_limit=1,
-            concurrency_id="model",
-        )
-        stop.click(None, None, None, cancels=[asked, submitted], api_visibility="private")
+        stop.click(None, None, None, cancels=[asked], api_visibility="private")
         clear.click(
             on_clear, None, [conversation, chatbot, sources, budget, notice], api_name="clear"
         )

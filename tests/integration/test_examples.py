@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from chinese_mixtral_rag.embeddings import resolve_embedding_model
-from chinese_mixtral_rag.ingest import ChunkingSpec, ingest
 from chinese_mixtral_rag.retrieval import HybridRetriever
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.testing import TinyModel
+from chinese_mixtral_rag.testing.stores import ingest_with_tiny_models
 
 pytest.importorskip("chromadb", reason="needs the rag extra")
 
@@ -41,16 +40,9 @@ def examples(
     base = tmp_path_factory.mktemp("examples")
     folder = base / "docs"
     shutil.copytree(EXAMPLES, folder)  # ingest never writes there, but keep the checkout clean
-    kb = KnowledgeBase(
-        "examples", resolve_embedding_model(str(tiny_embedder)), persist_dir=base / "store"
+    kb, report = ingest_with_tiny_models(
+        folder, base / "store", "examples", tiny_model.gguf_path, tiny_embedder
     )
-    spec = ChunkingSpec(
-        chunk_size=384,
-        chunk_overlap=48,
-        model_path=str(tiny_model.gguf_path),
-        embedding_path=str(tiny_embedder),
-    )
-    report = ingest(folder, kb, spec, workers=0)
     assert not report.failures, report.failures
     assert {o.source: o.status for o in report.outcomes} == dict.fromkeys(FILES, "added")
     return kb

@@ -18,12 +18,11 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
 from chinese_mixtral_rag import ChineseMixtralChat, build_qa_chain
-from chinese_mixtral_rag.embeddings import resolve_embedding_model
 from chinese_mixtral_rag.errors import ChineseMixtralError
-from chinese_mixtral_rag.ingest import ChunkingSpec, ingest
 from chinese_mixtral_rag.prompts import NOT_FOUND
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.testing import TinyModel
+from chinese_mixtral_rag.testing.stores import ingest_with_tiny_models
 
 pytest.importorskip("chromadb", reason="needs the rag extra")
 
@@ -55,16 +54,9 @@ def library(
     shutil.copy(LAWS / CONSTITUTION, folder)
     shutil.copy(LAWS / MENTAL_HEALTH, folder)
     (folder / "居住权.txt").write_text(RESIDENCE, encoding="utf-8")
-    kb = KnowledgeBase(
-        "qa-library", resolve_embedding_model(str(tiny_embedder)), persist_dir=base / "store"
+    kb, report = ingest_with_tiny_models(
+        folder, base / "store", "qa-library", tiny_model.gguf_path, tiny_embedder
     )
-    spec = ChunkingSpec(
-        chunk_size=384,
-        chunk_overlap=48,
-        model_path=str(tiny_model.gguf_path),
-        embedding_path=str(tiny_embedder),
-    )
-    report = ingest(folder, kb, spec, workers=0)
     assert not report.failures
     return kb
 
