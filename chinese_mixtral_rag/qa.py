@@ -274,9 +274,10 @@ class QAChain:
         while history and measure_with(history)([]) > limit // 2:
             history = history[1:]
         measure = measure_with(history)
+        base = measure([])  # the prompt without material, rendered and counted once
         if self.options.context_tokens is not None:
-            limit = min(limit, measure([]) + self.options.context_tokens)
-        documents = self.candidate_documents(hits, sources, limit - measure([]))
+            limit = min(limit, base + self.options.context_tokens)
+        documents = self.candidate_documents(hits, sources, limit - base)
         packed = pack(hits, limit=limit, measure=measure, count=self.count, documents=documents)
         return packed, history
 

@@ -336,6 +336,12 @@ class KnowledgeBase:
         )
 
 
+def collection_names(settings: StoreOptions) -> list[str]:
+    """Names of the knowledge bases (Chroma collections) in the store the settings point at."""
+    client = _client(settings.persist_dir, settings.chroma_host, settings.chroma_port)
+    return sorted(c.name for c in client.list_collections())
+
+
 def open_knowledge_base(settings: StoreOptions, collection: str | None = None) -> KnowledgeBase:
     """The knowledge base the settings point at (``collection`` overrides the setting)."""
     return KnowledgeBase(

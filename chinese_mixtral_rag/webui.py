@@ -213,13 +213,9 @@ class WebApp:
             raise ChineseMixtralError(self.text["bad_kb"].format(reason=exc)) from exc
 
     def collections(self) -> list[str]:
-        from chinese_mixtral_rag.store import _client
+        from chinese_mixtral_rag.store import collection_names
 
-        client = _client(
-            self.settings.persist_dir, self.settings.chroma_host, self.settings.chroma_port
-        )
-        names = sorted(c.name for c in client.list_collections())
-        return names or [self.settings.collection]
+        return collection_names(self.settings) or [self.settings.collection]
 
     def documents(self, collection: str) -> list[list[Any]]:
         """Rows of the document table: file, chunks, ingested at."""
@@ -252,7 +248,7 @@ class WebApp:
         accepted: list[Path] = []
         for raw in paths:
             path = Path(raw)
-            name = _original_name(path)
+            name = path.name
             if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
                 exts = " ".join(sorted(SUPPORTED_EXTENSIONS))
                 problems.append(text["bad_type"].format(name=name, exts=exts))
@@ -266,7 +262,7 @@ class WebApp:
             raise ChineseMixtralError("\n".join(problems))
         folder.mkdir(parents=True, exist_ok=True)
         for path in accepted:
-            shutil.copyfile(path, folder / _original_name(path))
+            shutil.copyfile(path, folder / path.name)
 
         class Progress(ProgressHook):
             done = 0
@@ -402,11 +398,6 @@ def _chat_fields() -> set[str]:
     from chinese_mixtral_rag.options import ModelOptions
 
     return set(ModelOptions.model_fields) | {"chat_template"}
-
-
-def _original_name(path: Path) -> str:
-    """Gradio keeps an upload's own file name as the last path part."""
-    return path.name
 
 
 def build_app(app: WebApp | None = None) -> Any:
