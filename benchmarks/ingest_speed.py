@@ -5,8 +5,8 @@ plus the 848 CMRC 2018 dev contexts, one .txt file each (``--cmrc N`` takes fewe
 
 Plain pipeline: a loader per file (PyPDFLoader, Docx2txtLoader, TextLoader), then
 ``RecursiveCharacterTextSplitter(500, 50)`` and ``Chroma.from_documents`` with the same embedding
-model (the bundled offline all-MiniLM-L6-v2). Ours: ``chinese_mixtral_rag.ingest`` with default
-settings. Each run is a fresh interpreter (imports and model loading count, as for a user), run
+model (the bundled offline all-MiniLM-L6-v2). Ours: ``chinese_mixtral_rag.documents.pipeline``
+with default settings. Each run is a fresh interpreter (imports and model loading count, as for a user), run
 back to back; peak RSS is the child's ``ru_maxrss``. Then each is run a second time on the
 unchanged folder: ours should skip everything, the plain pipeline re-ingests (and duplicates).
 
@@ -53,7 +53,7 @@ def run_plain(corpus: Path, store: Path, chunk_size: int = 500) -> dict[str, Any
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from chinese_mixtral_rag.embeddings import resolve_embedding_model
+    from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
     loaders = {".pdf": PyPDFLoader, ".docx": Docx2txtLoader, ".txt": TextLoader, ".md": TextLoader}
     phases: dict[str, float] = {}
@@ -86,7 +86,7 @@ def run_plain(corpus: Path, store: Path, chunk_size: int = 500) -> dict[str, Any
 
 def run_ours(corpus: Path, store: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    from chinese_mixtral_rag.ingest import ChunkingSpec, ingest
+    from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ingest
     from chinese_mixtral_rag.settings import Settings
     from chinese_mixtral_rag.store import open_knowledge_base
 

@@ -67,9 +67,9 @@ def main() -> int:
 
     from chinese_mixtral_rag import ChineseMixtralChat, build_qa_chain
     from chinese_mixtral_rag.backends import clear_cache
-    from chinese_mixtral_rag.embeddings import resolve_embedding_model
-    from chinese_mixtral_rag.ingest import ChunkingSpec, ingest
+    from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ingest
     from chinese_mixtral_rag.store import KnowledgeBase
+    from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
     from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_embedder
     from chinese_mixtral_rag.testing.tiny_model import SMALL, build_tiny_mixtral
 

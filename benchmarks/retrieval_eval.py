@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
-from chinese_mixtral_rag.embeddings import resolve_embedding_model  # noqa: E402
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ingest  # noqa: E402
 from chinese_mixtral_rag.eval import (  # noqa: E402
     EvalDataset,
     EvalItem,
@@ -59,8 +59,8 @@ from chinese_mixtral_rag.eval import (  # noqa: E402
     make_retriever,
     percentile,
 )
-from chinese_mixtral_rag.ingest import ChunkingSpec, ingest  # noqa: E402
 from chinese_mixtral_rag.store import KnowledgeBase  # noqa: E402
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model  # noqa: E402
 
 #: Questions about the statutes and the novel in ../shared/data/docs (answerable there, not in
 #: CMRC), with a part of the file name the answer is in.
@@ -155,7 +155,7 @@ class RankedLists:
 def ranked_lists(kb: KnowledgeBase, questions: Sequence[str]) -> RankedLists:
     """BM25 and dense top-``DEPTH`` for every question: queries embedded in batches and sent to
     Chroma together (what the retriever does one query at a time)."""
-    from chinese_mixtral_rag.retrieval import MAX_UNKNOWN, _embedder_tokenizer
+    from chinese_mixtral_rag.qa.retrieval import MAX_UNKNOWN
 
     started = time.perf_counter()
     lexical = [[i for i, _ in kb.lexical.search(q, DEPTH)] for q in questions]
@@ -166,12 +166,7 @@ def ranked_lists(kb: KnowledgeBase, questions: Sequence[str]) -> RankedLists:
             query_embeddings=vectors[start : start + 256], n_results=DEPTH, include=["distances"]
         )
         dense.extend(found["ids"])
-    tokenizer = _embedder_tokenizer(kb.embedding.path)
-    unk = tokenizer.token_to_id("[UNK]")
-    readable = []
-    for q in questions:
-        ids = tokenizer.encode(q, add_special_tokens=False).ids
-        readable.append(not ids or sum(i == unk for i in ids) / len(ids) <= MAX_UNKNOWN)
+    readable = [kb.embedding.unknown_share(q) <= MAX_UNKNOWN for q in questions]
     page = kb.collection.get(include=["metadatas"])
     source_of = {i: str(m["source"]) for i, m in zip(page["ids"], page["metadatas"], strict=True)}
     print(f"ranked lists for {len(questions)} questions: {time.perf_counter() - started:.0f} s")

@@ -14,14 +14,14 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from chinese_mixtral_rag.chat_models import ChineseMixtralChat
     from chinese_mixtral_rag.llms import ChineseMixtral
-    from chinese_mixtral_rag.qa import build_qa_chain
+    from chinese_mixtral_rag.qa.chain import build_qa_chain
     from chinese_mixtral_rag.settings import Settings
 
 _EXPORTS = {
     "ChineseMixtral": "chinese_mixtral_rag.llms",
     "ChineseMixtralChat": "chinese_mixtral_rag.chat_models",
     "Settings": "chinese_mixtral_rag.settings",
-    "build_qa_chain": "chinese_mixtral_rag.qa",
+    "build_qa_chain": "chinese_mixtral_rag.qa.chain",
 }
 
 __all__ = ["ChineseMixtral", "ChineseMixtralChat", "Settings", "__version__", "build_qa_chain"]

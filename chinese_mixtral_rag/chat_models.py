@@ -12,17 +12,18 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
+from chinese_mixtral_rag.backends.generation import Completion
 from chinese_mixtral_rag.chat_template import (
     format_turns,
     normalize_turns,
     render_prompt,
 )
 from chinese_mixtral_rag.errors import PromptError
-from chinese_mixtral_rag.generation import Completion
-from chinese_mixtral_rag.local_model import PROVIDER, LocalModel, iterate_in_thread
+from chinese_mixtral_rag.model_base import PROVIDER, ChineseMixtralBase
+from chinese_mixtral_rag.threads import iterate_in_thread
 
 
-class ChineseMixtralChat(LocalModel, BaseChatModel):
+class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
     """Chinese-Mixtral-Instruct as a LangChain chat model, on llama.cpp or transformers.
 
     The prompt is the exact Mixtral-Instruct format (``<s>[INST] user [/INST]answer</s>...``) with

@@ -1,4 +1,8 @@
-"""Exceptions with messages that say what failed and what to do about it."""
+"""Every exception the package raises, each message saying what failed and what to do about it.
+
+Messages speak the language of the Python API and the settings (``model_path=``,
+``CMR_MODEL_PATH``); the command line translates keyword names into its flags.
+"""
 
 from __future__ import annotations
 
@@ -35,3 +39,15 @@ class DocumentError(ChineseMixtralError, ValueError):
     The message names the file and the reason, and says what to do where something can be done.
     Ingest reports it per file and goes on with the rest of the folder.
     """
+
+
+class IngestError(ChineseMixtralError):
+    """The ingest cannot start (missing folder, nothing to read)."""
+
+
+class StoreError(ChineseMixtralError):
+    """The knowledge base cannot be opened or used as asked (the message says how to fix it)."""
+
+
+class EvalError(ChineseMixtralError):
+    """The evaluation cannot run as asked (unreadable dataset, bad option)."""

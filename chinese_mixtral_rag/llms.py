@@ -10,11 +10,12 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
-from chinese_mixtral_rag.generation import Completion
-from chinese_mixtral_rag.local_model import LocalModel, iterate_in_thread
+from chinese_mixtral_rag.backends.generation import Completion
+from chinese_mixtral_rag.model_base import ChineseMixtralBase
+from chinese_mixtral_rag.threads import iterate_in_thread
 
 
-class ChineseMixtral(LocalModel, BaseLLM):
+class ChineseMixtral(ChineseMixtralBase, BaseLLM):
     """The Chinese-Mixtral base model as a LangChain LLM: text in, continuation out.
 
     The prompt is tokenized literally (``<s>`` written in it is text, not BOS) after one BOS, and

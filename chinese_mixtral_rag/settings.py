@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chinese_mixtral_rag.options import ModelOptions
+from chinese_mixtral_rag.backends.options import ModelOptions
 
 
 def default_data_dir() -> Path:

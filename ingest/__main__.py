@@ -1,6 +1,8 @@
 """``python -m ingest docs/``: the same as ``cmrag ingest docs/``."""
 
 if __name__ == "__main__":  # guarded: worker processes re-import the main module
-    from chinese_mixtral_rag.ingest_cli import ingest_main
+    import sys
 
-    raise SystemExit(ingest_main())
+    from chinese_mixtral_rag.cli import main
+
+    raise SystemExit(main(["ingest", *sys.argv[1:]]))

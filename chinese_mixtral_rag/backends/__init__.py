@@ -1,20 +1,24 @@
 """Backends and the one process-wide cache of loaded models.
 
+Everything below LangChain lives in this wing: the backend protocol, the llama.cpp and transformers
+backends, the prefix cache, the model options, the one generation loop and the reading of model
+files. It imports no LangChain and nothing from the other wings (only ``errors``), so a backend
+can be used, tested and replaced without the rest of the package.
+
 Building many chat objects over the same weights is cheap: the first use loads the model, later
-ones (same backend, path and load options) get the same loaded object.
+ones (same backend, path and load options) get the same loaded object. Loaded llama.cpp models
+are closed at interpreter exit (:func:`~.model_files.close_at_exit`).
 """
 
 from __future__ import annotations
 
-import atexit
 import threading
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from chinese_mixtral_rag.backends.base import Backend, SamplingParams
-
-BackendName = Literal["llama_cpp", "transformers"]
+from chinese_mixtral_rag.backends.options import BackendName, infer_backend
 
 __all__ = [
     "Backend",
@@ -28,16 +32,6 @@ __all__ = [
 _cache: dict[Hashable, Backend] = {}
 _cache_lock = threading.Lock()
 _load_locks: dict[Hashable, threading.Lock] = {}
-
-
-def infer_backend(model_path: str | None, model: str | None) -> BackendName:
-    """``*.gguf`` files run on llama.cpp; checkpoint directories and hub ids on transformers."""
-    if model_path is not None:
-        path = Path(model_path).expanduser()
-        if path.suffix.lower() == ".gguf" or path.is_file():
-            return "llama_cpp"
-        return "transformers"
-    return "transformers" if model is not None else "llama_cpp"
 
 
 def _key(name: BackendName, source: str, options: dict[str, Any]) -> Hashable:
@@ -86,13 +80,3 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _load_locks.clear()
-
-
-@atexit.register
-def _close_cached() -> None:
-    """Free llama.cpp models before interpreter teardown, when their finalizers would fail."""
-    with _cache_lock:
-        for backend in _cache.values():
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()

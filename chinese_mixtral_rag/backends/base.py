@@ -2,7 +2,7 @@
 
 A backend knows how to tokenize and how to produce token ids; everything above it (the chat
 template, detokenisation, stop sequences, usage counting) is shared code in
-:mod:`chinese_mixtral_rag.generation`, so both backends behave the same by construction.
+:mod:`chinese_mixtral_rag.backends.generation`, so both backends behave the same by construction.
 """
 
 from __future__ import annotations

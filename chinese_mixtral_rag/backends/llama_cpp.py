@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
+from chinese_mixtral_rag.backends.model_files import close_at_exit, read_gguf_metadata
 from chinese_mixtral_rag.backends.prefix_cache import (
     DEFAULT_DISK_BYTES,
     DEFAULT_MAX_BYTES,
@@ -42,50 +43,6 @@ SUPPORTED_ARCHITECTURES = frozenset({"llama"})
 
 #: llama.cpp's "pick a random seed" value.
 _RANDOM_SEED = 0xFFFFFFFF
-
-
-def check_gguf_file(path: Path) -> None:
-    """Raise :class:`ModelLoadError` naming the problem unless ``path`` is a file starting GGUF."""
-    if not path.exists():
-        raise ModelLoadError(
-            f"Model file not found: {path}. Set CMR_MODEL_PATH or pass model_path= with the path "
-            "of a Chinese-Mixtral GGUF file (e.g. chinese-mixtral-instruct-q4_k.gguf)."
-        )
-    if not path.is_file():
-        raise ModelLoadError(
-            f"{path} is a directory, not a GGUF file. For a Hugging Face checkpoint directory use "
-            "backend='transformers'."
-        )
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-    if magic != b"GGUF":
-        raise ModelLoadError(
-            f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'). The download may "
-            "be incomplete or corrupt: download it again, or convert the model with llama.cpp's "
-            "convert_hf_to_gguf.py."
-        )
-
-
-def read_gguf_metadata(path: Path) -> dict[str, Any]:
-    """Read scalar and string metadata of a GGUF file without loading weights.
-
-    Raises :class:`ModelLoadError` naming the problem when the file is missing or not a GGUF.
-    """
-    check_gguf_file(path)
-    import gguf
-
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except (ValueError, OSError, IndexError, KeyError) as exc:
-        raise ModelLoadError(
-            f"{path} is a damaged GGUF file ({exc}). Download or convert it again."
-        ) from exc
-    metadata: dict[str, Any] = {}
-    for name, fld in reader.fields.items():
-        if not fld.types or fld.types[0] == gguf.GGUFValueType.ARRAY:
-            continue
-        metadata[name] = fld.contents()
-    return metadata
 
 
 def check_architecture(path: Path, metadata: dict[str, Any]) -> str:
@@ -214,6 +171,7 @@ class LlamaCppBackend:
         self._lock = GenerationLock()
         self._pieces = [llama.detokenize([i]) for i in range(llama.n_vocab())]
         self._count_evaluations()
+        close_at_exit(self)
 
     def _count_evaluations(self) -> None:
         """Wrap this ``Llama``'s ``eval`` to count the tokens it really decodes.

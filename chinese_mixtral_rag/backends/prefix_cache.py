@@ -31,6 +31,11 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from chinese_mixtral_rag.backends.options import (
+    DEFAULT_PREFIX_CACHE_BYTES,
+    DEFAULT_PREFIX_CACHE_DISK_BYTES,
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -45,9 +50,9 @@ __all__ = [
 ]
 
 #: RAM budget: about one full 32K-token window of real Chinese-Mixtral KV cache (f16).
-DEFAULT_MAX_BYTES = 4 * 1024**3
+DEFAULT_MAX_BYTES = DEFAULT_PREFIX_CACHE_BYTES
 #: Disk budget when a directory is configured.
-DEFAULT_DISK_BYTES = 32 * 1024**3
+DEFAULT_DISK_BYTES = DEFAULT_PREFIX_CACHE_DISK_BYTES
 #: Prompts shorter than this are cheap to evaluate: not worth a saved state.
 DEFAULT_MIN_TOKENS = 256
 

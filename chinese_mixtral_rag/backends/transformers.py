@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
+from chinese_mixtral_rag.backends.model_files import auto_tokenizer
 from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -118,13 +119,13 @@ class TransformersBackend:
             kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
                 load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit
             )
+        tokenizer = auto_tokenizer(source, local_only=False)
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source)
             lm = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(
                 f"transformers could not load {model!s}: {exc}. Check that the directory holds "
-                "complete weights (*.safetensors) and tokenizer files."
+                "complete weights (*.safetensors)."
             ) from exc
         lm.eval()
         logger.info("loaded %s on %s", source, lm.device)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["clean_text", "is_cjk", "join_broken_lines", "remove_repeated_lines"]
+from chinese_mixtral_rag.chinese import FULL_WIDTH_ALNUM, HAN, is_han
+
+__all__ = ["clean_text", "join_broken_lines", "remove_repeated_lines"]
 
 # Characters that render as nothing but split words for the tokenizer and BM25.
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
@@ -35,9 +37,7 @@ def _build_table() -> dict[int, str | None]:
     for ch in _ODD_SPACES:
         table[ord(ch)] = " "
     # Full-width digits and Latin letters (ＡＢＣ１２３) -> ASCII; full-width punctuation stays.
-    for start, end in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)):
-        for code in range(start, end + 1):
-            table[code] = chr(code - 0xFEE0)
+    table.update((code, chr(ascii_code)) for code, ascii_code in FULL_WIDTH_ALNUM.items())
     return table
 
 
@@ -62,24 +62,7 @@ def clean_text(text: str) -> str:
     return text.strip()
 
 
-# --- CJK helpers -------------------------------------------------------------------------------
-
-_CJK_RANGES = (
-    (0x3400, 0x4DBF),  # Extension A
-    (0x4E00, 0x9FFF),  # Unified Ideographs
-    (0xF900, 0xFAFF),  # Compatibility Ideographs
-    (0x20000, 0x3134F),  # Extensions B-G
-    (0x3005, 0x3007),  # 々 〆 〇
-)
-
-
-def is_cjk(ch: str) -> bool:
-    """True for a CJK ideograph (Han character), the unit Chinese lines break on."""
-    code = ord(ch)
-    return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
-
-
-_CJK_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3005-\u3007\U00020000-\U0003134f"
+# --- broken lines -------------------------------------------------------------------------
 
 # A line ending with one of these continues on the next line (comma-like or an opening bracket).
 _CONTINUING_PUNCT = "，、（《“‘【「『〔［｛〈"
@@ -102,7 +85,7 @@ _NEW_ITEM = re.compile(
     re.VERBOSE,
 )
 # pypdf renders letter-spaced text ("目 录", "第一章 总 纲") with a space between characters.
-_HAN = f"[{_CJK_CLASS}]"
+_HAN = f"[{HAN}]"
 _HAN_SPACE_HAN = re.compile(f"(?<={_HAN}) (?={_HAN})")
 _CHAPTER = re.compile(r"^第[一二三四五六七八九十百千零〇两\d]+(?:分编|编|章|节|条|部分|篇|卷|回) ")
 
@@ -164,8 +147,8 @@ def join_broken_lines(text: str) -> str:
             continue
         last = current[-1]
         joinable = (
-            (is_cjk(last) or last in _CONTINUING_PUNCT)
-            or (last.isascii() and last.isalnum() and is_cjk(nxt[0]))
+            (is_han(last) or last in _CONTINUING_PUNCT)
+            or (last.isascii() and last.isalnum() and is_han(nxt[0]))
         ) and widths[index] * 4 >= full_width * 3
         if not joinable or _is_list_row(line) or _looks_like_heading(nxt, full_width):
             out.append(current)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from contextvars import ContextVar
 
-from chinese_mixtral_rag.documents.cleaning import is_cjk
+from chinese_mixtral_rag.chinese import HAN, is_han
 from chinese_mixtral_rag.errors import DocumentError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _double_byte_chars(codec: str, leads: range, trails: Iterable[int], stop: in
                 chars.add(bytes((lead, trail)).decode(codec))
             except UnicodeDecodeError:
                 continue
-    return {ch for ch in chars if is_cjk(ch)}
+    return {ch for ch in chars if is_han(ch)}
 
 
 @functools.cache
@@ -112,7 +112,7 @@ def _is_hangul(code: int) -> bool:
 def _char_weight(ch: str, family: str, hangul_ok: bool) -> float:
     """How plausible one non-ASCII character is in text of the given encoding family."""
     code = ord(ch)
-    if is_cjk(ch):
+    if is_han(ch):
         frequent, known = _han_tiers()
         return 1.0 if ch in frequent else 0.6 if ch in known else 0.2
     if (
@@ -138,7 +138,7 @@ def _char_weight(ch: str, family: str, hangul_ok: bool) -> float:
 
 # ASCII letters or symbols squeezed between non-ASCII characters ("瀏a僑"): the trace of UTF-16
 # or binary data read as a legacy encoding. Digits are exempt ("2021年1月1日").
-_SPACED_HAN = re.compile(r"(?<=[\u4e00-\u9fff]) (?=[\u4e00-\u9fff])")
+_SPACED_HAN = re.compile(f"(?<=[{HAN}]) (?=[{HAN}])")
 _SANDWICHED_ASCII = re.compile(r"(?<=[^\x00-\x7f])[!-/:-~]{1,2}(?=[^\x00-\x7f])")
 
 
@@ -152,14 +152,14 @@ def _score(text: str, family: str) -> float:
         # Korean is written in Hangul with little Hanja; Chinese read as EUC-KR mixes both, or
         # comes out as Hanja only.
         hangul = sum(count for ch, count in counts.items() if _is_hangul(ord(ch)))
-        han = sum(count for ch, count in counts.items() if is_cjk(ch))
+        han = sum(count for ch, count in counts.items() if is_han(ch))
         hangul_ok = hangul > 0 and han * 5 <= hangul + han
         prior = 1.0 if hangul_ok else 0.5
     elif family == "shift_jis" and not any(0x3040 <= ord(ch) <= 0x30FF for ch in counts):
         prior = 0.5  # Japanese without a single kana is Chinese read as Shift_JIS
     elif family in ("gb18030", "big5"):
         # Chinese has no spaces between words; Korean (read as GB18030) has one every few.
-        han = sum(count for ch, count in counts.items() if is_cjk(ch))
+        han = sum(count for ch, count in counts.items() if is_han(ch))
         prior = 0.7 if len(_SPACED_HAN.findall(sample)) * 10 > han else 1.0
     total = weighted = 0.0
     for ch, count in counts.items():

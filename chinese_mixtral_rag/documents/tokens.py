@@ -16,19 +16,19 @@ and pickle as their path, so worker processes rebuild them from their own cache.
 
 from __future__ import annotations
 
-import atexit
-import json
 import re
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
-
-if TYPE_CHECKING:
-    from llama_cpp import Llama
+from chinese_mixtral_rag.backends.model_files import (
+    auto_tokenizer,
+    declared_max_input,
+    fast_tokenizer,
+    gguf_vocab,
+)
+from chinese_mixtral_rag.errors import ModelLoadError
 
 __all__ = [
     "ApproximateCounter",
@@ -139,7 +139,7 @@ class GGUFVocabCounter:
     def __init__(self, model_path: str | Path) -> None:
         self.path = Path(model_path).expanduser().resolve()
         self.name = f"gguf:{self.path.name}"
-        self._llama = _load_gguf_vocab(str(self.path))
+        self._llama = gguf_vocab(self.path)
 
     def count(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -154,45 +154,6 @@ class GGUFVocabCounter:
 
     def __repr__(self) -> str:
         return f"GGUFVocabCounter({str(self.path)!r})"
-
-
-_GGUF_VOCABS: dict[str, Llama] = {}
-_GGUF_LOCK = threading.Lock()
-
-
-def _load_gguf_vocab(path: str) -> Llama:
-    """One vocabulary-only llama.cpp model per file and process."""
-    with _GGUF_LOCK:
-        cached = _GGUF_VOCABS.get(path)
-        if cached is not None:
-            return cached
-        from chinese_mixtral_rag.backends.llama_cpp import check_gguf_file
-
-        check_gguf_file(Path(path))
-        try:
-            from llama_cpp import Llama
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "llama-cpp-python", "llama-cpp", "Counting tokens with a GGUF model's vocabulary"
-            ) from exc
-        try:
-            llama = Llama(model_path=path, vocab_only=True, verbose=False)
-        except ValueError as exc:
-            raise ModelLoadError(
-                f"llama.cpp could not read the vocabulary of {path}: {exc}. The file may be"
-                " truncated or made by a newer llama.cpp; download or convert it again."
-            ) from exc
-        _GGUF_VOCABS[path] = llama
-        return llama
-
-
-@atexit.register
-def _close_gguf_vocabs() -> None:
-    """Free the vocabularies before interpreter teardown, when llama.cpp's finalizers fail."""
-    with _GGUF_LOCK:
-        for llama in _GGUF_VOCABS.values():
-            llama.close()
-        _GGUF_VOCABS.clear()
 
 
 # --- a Hugging Face tokenizer ---------------------------------------------------------------
@@ -238,11 +199,6 @@ class HFTokenizerCounter:
         )["input_ids"]
         return [len(row) for row in ids]
 
-    @property
-    def model_max_length(self) -> int:
-        """The tokenizer's declared maximum input length (huge when the config sets none)."""
-        return int(self._tokenizer.model_max_length)
-
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.source, self.special_tokens, self.name))
 
@@ -254,35 +210,16 @@ class HFTokenizerCounter:
 def _load_hf_tokenizer(source: str, special_tokens: bool) -> tuple[Any, Any]:
     """Load a tokenizer once per process and prepare its fast backend for counting.
 
-    The backend is this load's own copy, so changing it affects no one else: truncation and
-    padding stored in tokenizer.json are switched off (all-MiniLM-L6-v2 ships both at 128, which
-    would cap every count at 128), and without ``special_tokens`` special-token strings in the
-    text are encoded as plain text.
+    An embedder's ``tokenizer.json`` is all it takes (the tokenizers library, no transformers).
+    Otherwise ``AutoTokenizer``: its backend is this load's own copy, so changing it affects no
+    one else: truncation and padding are switched off, and without ``special_tokens``
+    special-token strings in the text are encoded as plain text.
     """
-    fast = Path(source) / "tokenizer.json"
-    if special_tokens and fast.is_file():
-        # An embedder's tokenizer.json is all it takes: the tokenizers library loads it in
-        # milliseconds, where importing transformers costs seconds in every worker process.
-        from tokenizers import Tokenizer
-
-        fast_backend = Tokenizer.from_file(str(fast))
-        fast_backend.no_truncation()
-        fast_backend.no_padding()
-        return _FastOnly(fast_backend, _declared_max_length(Path(source))), fast_backend
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "transformers", "transformers", "Counting tokens with a Hugging Face tokenizer"
-        ) from exc
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"Could not load a tokenizer from {source}: {exc}. Give a Hugging Face checkpoint"
-            " directory (tokenizer.json or tokenizer.model with tokenizer_config.json) or the id"
-            " of a model already in the local Hugging Face cache."
-        ) from exc
+    if special_tokens:
+        fast_backend = fast_tokenizer(source)
+        if fast_backend is not None:
+            return None, fast_backend
+    tokenizer = auto_tokenizer(source)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         backend.no_truncation()
@@ -290,23 +227,6 @@ def _load_hf_tokenizer(source: str, special_tokens: bool) -> tuple[Any, Any]:
         if not special_tokens:
             backend.encode_special_tokens = True
     return tokenizer, backend
-
-
-class _FastOnly:
-    """Stands in for the transformers tokenizer where only the fast backend is loaded."""
-
-    def __init__(self, backend: Any, model_max_length: int) -> None:
-        self.backend_tokenizer = backend
-        self.model_max_length = model_max_length
-
-
-def _declared_max_length(model_dir: Path) -> int:
-    config = model_dir / "tokenizer_config.json"
-    if config.is_file():
-        value = json.loads(config.read_text(encoding="utf-8")).get("model_max_length")
-        if isinstance(value, int):
-            return value
-    return 1 << 30
 
 
 def _is_local(source: str | Path) -> bool:
@@ -346,15 +266,13 @@ def embedding_token_counter(model_dir: str | Path) -> tuple[TokenCounter, int]:
     """
     source = str(model_dir)
     counter = HFTokenizerCounter(source, special_tokens=True, name=f"hf:{_display_name(source)}")
-    max_length = _sentence_transformers_max_length(counter.source)
+    max_length = declared_max_input(counter.source)
     if max_length is None:
-        max_length = counter.model_max_length
-        if max_length > 1_000_000:  # transformers' "unset" value is 1e30
-            raise ModelLoadError(
-                f"{source} declares no maximum input length (no sentence_bert_config.json and no"
-                " model_max_length in tokenizer_config.json); add max_seq_length to its"
-                " sentence_bert_config.json."
-            )
+        raise ModelLoadError(
+            f"{source} declares no maximum input length (no sentence_bert_config.json and no"
+            " model_max_length in tokenizer_config.json); add max_seq_length to its"
+            " sentence_bert_config.json."
+        )
     return counter, max_length
 
 
@@ -362,30 +280,6 @@ def _display_name(source: str) -> str:
     path = Path(source)
     # sentence-transformers packages often keep the model in a folder named just "model".
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-
-
-def _sentence_transformers_max_length(source: str) -> int | None:
-    local = Path(source) / "sentence_bert_config.json"
-    config_path = local if local.is_file() else _cached_hub_file(source, local.name)
-    if config_path is None:
-        return None
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Cannot read {config_path}: {exc}") from exc
-    value = config.get("max_seq_length")
-    return int(value) if value else None
-
-
-def _cached_hub_file(repo_id: str, filename: str) -> Path | None:
-    if _is_local(repo_id):
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(repo_id, filename)
-    return Path(found) if isinstance(found, str) else None
 
 
 # Non-ASCII characters that are whole pieces of Mixtral's 32000-piece vocabulary, limited to CJK

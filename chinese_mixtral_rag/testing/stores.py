@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chinese_mixtral_rag.embeddings import resolve_embedding_model
-from chinese_mixtral_rag.ingest import ChunkingSpec, IngestReport, ingest
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, IngestReport, ingest
 from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
 
 def ingest_with_tiny_models(

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from chinese_mixtral_rag.embeddings import resolve_embedding_model
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
 _TOKENIZER_FILES = (
     "tokenizer.json",

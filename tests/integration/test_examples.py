@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chinese_mixtral_rag.retrieval import HybridRetriever
+from chinese_mixtral_rag.qa.retrieval import HybridRetriever
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.stores import ingest_with_tiny_models

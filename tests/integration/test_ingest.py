@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from chinese_mixtral_rag.embeddings import resolve_embedding_model
-from chinese_mixtral_rag.ingest import ChunkingSpec, IngestReport, ingest
-from chinese_mixtral_rag.store import KnowledgeBase, StoreError
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, IngestReport, ingest
+from chinese_mixtral_rag.errors import StoreError
+from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
 pytest.importorskip("chromadb", reason="needs the rag extra")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, IngestReport, ingest
 from chinese_mixtral_rag.documents.tokens import chat_token_counter, embedding_token_counter
-from chinese_mixtral_rag.embeddings import resolve_embedding_model
-from chinese_mixtral_rag.ingest import ChunkingSpec, IngestReport, ingest
 from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_embedder
 

@@ -16,9 +16,9 @@ import llama_cpp
 
 from chinese_mixtral_rag import ChineseMixtralChat
 from chinese_mixtral_rag.backends.base import SamplingParams
+from chinese_mixtral_rag.backends.generation import stream_text
 from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
 from chinese_mixtral_rag.backends.prefix_cache import common_prefix_len
-from chinese_mixtral_rag.generation import stream_text
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.corpus import training_lines
 

@@ -19,7 +19,7 @@ from langchain_core.messages import BaseMessage
 
 from chinese_mixtral_rag import ChineseMixtralChat, build_qa_chain
 from chinese_mixtral_rag.errors import ChineseMixtralError
-from chinese_mixtral_rag.prompts import NOT_FOUND
+from chinese_mixtral_rag.qa.prompts import NOT_FOUND
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.stores import ingest_with_tiny_models

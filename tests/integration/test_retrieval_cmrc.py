@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from chinese_mixtral_rag.cli import main
-from chinese_mixtral_rag.embeddings import resolve_embedding_model
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec
 from chinese_mixtral_rag.eval import (
     EvalDataset,
     evaluate_retrieval,
@@ -31,9 +31,9 @@ from chinese_mixtral_rag.eval import (
     load_dataset,
     make_retriever,
 )
-from chinese_mixtral_rag.ingest import ChunkingSpec
-from chinese_mixtral_rag.retrieval import HybridRetriever, load_cross_encoder
+from chinese_mixtral_rag.qa.retrieval import HybridRetriever, load_cross_encoder
 from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_reranker
 

@@ -152,7 +152,7 @@ def test_novel_chunks_fit_the_chat_model_and_the_embedder(
 def test_embedding_counter_matches_what_sentence_transformers_feeds_the_model() -> None:
     from sentence_transformers import SentenceTransformer
 
-    from chinese_mixtral_rag.embeddings import resolve_embedding_model
+    from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
     path = resolve_embedding_model(None).path
     counter, limit = embedding_token_counter(path)

@@ -60,7 +60,7 @@ def free_port() -> int:
 @pytest.fixture
 def url(tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path) -> Iterator[str]:
     """The app with the tiny model and embedder, served on a free local port."""
-    from chinese_mixtral_rag.webui import WebApp, launch
+    from chinese_mixtral_rag.web import WebApp, launch
 
     settings = Settings(
         persist_dir=tmp_path / "store",

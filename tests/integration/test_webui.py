@@ -18,7 +18,7 @@ from chinese_mixtral_rag.testing import TinyModel
 gr = pytest.importorskip("gradio", reason="needs the web extra")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from chinese_mixtral_rag.webui import MAX_QUESTION_CHARS, WebApp, launch  # noqa: E402
+from chinese_mixtral_rag.web import MAX_QUESTION_CHARS, WebApp, launch  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

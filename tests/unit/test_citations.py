@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chinese_mixtral_rag.qa import CitationFilter
+from chinese_mixtral_rag.qa.citations import CitationFilter
 
 
 def run(pieces: list[str], valid: int) -> tuple[str, list[int]]:

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chinese_mixtral_rag.chinese import is_han as is_cjk
 from chinese_mixtral_rag.documents.cleaning import (
     clean_text,
-    is_cjk,
     join_broken_lines,
     remove_repeated_lines,
 )

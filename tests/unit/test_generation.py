@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chinese_mixtral_rag.backends.base import Backend, SamplingParams
+from chinese_mixtral_rag.backends.generation import Completion, StopMatcher, check_fits, stream_text
 from chinese_mixtral_rag.errors import ContextLengthError
-from chinese_mixtral_rag.generation import Completion, StopMatcher, check_fits, stream_text
 
 EOS = 2
 

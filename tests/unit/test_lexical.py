@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chinese_mixtral_rag.lexical import LexicalIndex, fingerprint, lexical_tokens
+from chinese_mixtral_rag.store.lexical import LexicalIndex, fingerprint, lexical_tokens
 
 TEXTS = {
     "law": "中华人民共和国宪法规定公民的基本权利和义务。",

@@ -12,8 +12,8 @@ from langchain_core.documents import Document
 from chinese_mixtral_rag.chat_template import render_prompt
 from chinese_mixtral_rag.documents.splitter import ChineseTextSplitter
 from chinese_mixtral_rag.documents.tokens import ApproximateCounter
-from chinese_mixtral_rag.packing import Passage, merge_chunks, pack
-from chinese_mixtral_rag.prompts import qa_messages
+from chinese_mixtral_rag.qa.packing import Passage, merge_chunks, pack
+from chinese_mixtral_rag.qa.prompts import qa_messages
 
 APPROX = ApproximateCounter()
 ALPHABET = "天下大势分久必合周末七国争并入于秦逝淘渚龘𠀀。！？，、“”《》 \nHello world3.14😀"

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from chinese_mixtral_rag.backends import prefix_cache as pc
-from chinese_mixtral_rag.backends.prefix_cache import PrefixCache, common_prefix_len
-from chinese_mixtral_rag.options import (
+from chinese_mixtral_rag.backends.options import (
     DEFAULT_PREFIX_CACHE_BYTES,
     DEFAULT_PREFIX_CACHE_DISK_BYTES,
     ModelOptions,
 )
+from chinese_mixtral_rag.backends.prefix_cache import PrefixCache, common_prefix_len
 
 N_CTX = 128  # length of the fake input_ids arrays
 

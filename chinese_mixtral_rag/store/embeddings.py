@@ -9,12 +9,12 @@ the BM25 index either way. Chroma's own default embedding function is never used
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chinese_mixtral_rag.backends.model_files import declared_max_input, fast_tokenizer
 from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -34,6 +34,20 @@ class EmbeddingModelInfo:
     """Where the model is loaded from: a directory or a hub id in the local cache."""
     max_tokens: int
     """Longest input in the model's own tokens (special tokens included); longer is truncated."""
+
+    def unknown_share(self, text: str) -> float:
+        """Share of ``text``'s tokens that the model maps to its unknown token: how much of a
+        query it cannot read (0 when the model has no ``tokenizer.json`` to check: trusted)."""
+        tokenizer = fast_tokenizer(self.path)
+        if tokenizer is None:
+            return 0.0
+        unk = tokenizer.token_to_id("[UNK]")  # not get_vocab(): it builds a dict on every call
+        if unk is None:
+            unk = tokenizer.token_to_id("<unk>")
+        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids or unk is None:
+            return 0.0
+        return sum(1 for i in ids if i == unk) / len(ids)
 
 
 def resolve_embedding_model(name_or_path: str | None) -> EmbeddingModelInfo:
@@ -76,17 +90,8 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 
 def _max_tokens(model_dir: Path) -> int:
-    """``max_seq_length`` from sentence_bert_config.json, else the tokenizer's limit, else 512."""
-    for name, key in (
-        ("sentence_bert_config.json", "max_seq_length"),
-        ("tokenizer_config.json", "model_max_length"),
-    ):
-        config = model_dir / name
-        if config.is_file():
-            value = json.loads(config.read_text(encoding="utf-8")).get(key)
-            if isinstance(value, int) and 0 < value < 1_000_000:
-                return value
-    return 512
+    """The input limit the model declares (see :func:`declared_max_input`), else 512."""
+    return declared_max_input(model_dir) or 512
 
 
 @lru_cache(maxsize=4)

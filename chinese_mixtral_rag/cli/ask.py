@@ -6,18 +6,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
-#: QA option flags: argparse destination -> QAOptions field.
-_QA_FLAGS = {
-    "k": "retrieve_k",
-    "context_tokens": "context_tokens",
-    "min_relevance": "min_relevance",
-    "reranker": "reranker",
-}
+from chinese_mixtral_rag.cli.flags import add_model_flags, settings_from, words_or_stdin
 
 
-def add_ask_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", nargs="+", help="the question ('-' reads standard input)")
     parser.add_argument("--collection", help="knowledge base to ask [CMR_COLLECTION]")
     parser.add_argument(
@@ -27,11 +22,14 @@ def add_ask_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="only this file, as listed by `cmrag ingest --list` (repeatable)",
     )
-    parser.add_argument("--k", type=int, help="retrieved chunks offered to the packer")
+    parser.add_argument(
+        "--k", dest="retrieve_k", type=int, help="retrieved chunks offered to the packer"
+    )
     parser.add_argument("--context-tokens", type=int, help="most tokens of material")
     parser.add_argument("--min-relevance", type=float, help="'not found' below this (0-1)")
     parser.add_argument("--reranker", help="cross-encoder directory or cached hub id")
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    add_model_flags(parser)
 
 
 def _snippet(text: str, width: int = 60) -> str:
@@ -52,24 +50,21 @@ def format_sources(sources: Sequence[Any], cited: Sequence[int]) -> list[str]:
     return lines
 
 
-def run_ask(args: argparse.Namespace, model_options: dict[str, Any], question: str) -> int:
+def run(args: argparse.Namespace) -> int:
     from chinese_mixtral_rag.chat_models import ChineseMixtralChat
-    from chinese_mixtral_rag.qa import build_qa_chain
+    from chinese_mixtral_rag.qa.chain import build_qa_chain
 
-    chat = ChineseMixtralChat(**model_options)
-    overrides = {
-        field: getattr(args, flag)
-        for flag, field in _QA_FLAGS.items()
-        if getattr(args, flag) is not None
-    }
-    qa = build_qa_chain(chat, collection=args.collection, **overrides)
+    question = words_or_stdin(args.question)
+    settings = settings_from(args)
+    chat = ChineseMixtralChat.from_settings(settings)
+    qa = build_qa_chain(chat, settings=settings)
     request: dict[str, Any] = {"question": question}
     if args.sources:
         request["sources"] = args.sources
     if args.json:
         whole = qa.invoke(request)
         whole["sources"] = [s.as_dict() for s in whole["sources"]]
-        whole["report"] = _report_dict(whole["report"])
+        whole["report"] = asdict(whole["report"])
         print(json.dumps(whole, ensure_ascii=False, indent=2))
         return 0
     result: dict[str, Any] = {}
@@ -82,6 +77,12 @@ def run_ask(args: argparse.Namespace, model_options: dict[str, Any], question: s
     if lines:
         print("\n来源：")
         print("\n".join(lines))
+    if result.get("index_stale"):
+        print(
+            "注意：检索索引与知识库不同步，回答只用了两边都有的内容；"
+            "再运行一次 cmrag ingest 即可刷新。",
+            file=sys.stderr,
+        )
     report = result.get("report")
     if report is not None and report.mode != "empty":
         in_whole = f"；整篇放入：{'、'.join(report.whole_sources)}" if report.whole_sources else ""
@@ -91,9 +92,3 @@ def run_ask(args: argparse.Namespace, model_options: dict[str, Any], question: s
             file=sys.stderr,
         )
     return 0
-
-
-def _report_dict(report: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(report)

@@ -27,26 +27,23 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from chinese_mixtral_rag.chinese import LEXICAL_SCRIPTS, fold_full_width
+
 logger = logging.getLogger(__name__)
 
-#: Names the tokenization; cached tokens of another scheme are never reused.
-LEXICAL_SCHEME = "cjk-bigram-v1"
+#: Names the tokenization; cached tokens of another scheme are never reused. v2: the Han
+#: characters of :mod:`chinese_mixtral_rag.chinese` (〇 and 々 now join their neighbours' bigrams).
+LEXICAL_SCHEME = "cjk-bigram-v2"
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003ffff"
-_RUN = re.compile(f"[{_CJK}]+|[^\\W_{_CJK}]+")
-_IS_CJK = re.compile(f"[{_CJK}]")
-#: Full-width letters and digits, folded as document cleaning folds them (queries are not cleaned).
-_FULL_WIDTH = {
-    code: code - 0xFEE0
-    for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B))
-}
+_RUN = re.compile(f"[{LEXICAL_SCRIPTS}]+|[^\\W_{LEXICAL_SCRIPTS}]+")
+_IS_CJK = re.compile(f"[{LEXICAL_SCRIPTS}]")
 
 
 def lexical_tokens(text: str) -> list[str]:
     """Search tokens: each CJK character and each pair of neighbouring ones, plus lowercased
     words/numbers of other scripts; punctuation and spaces dropped."""
     tokens: list[str] = []
-    for match in _RUN.finditer(text.translate(_FULL_WIDTH).lower()):
+    for match in _RUN.finditer(fold_full_width(text).lower()):
         run = match.group()
         if _IS_CJK.match(run):
             tokens.extend(run)

@@ -16,8 +16,10 @@ the documents" threshold needs.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -26,7 +28,10 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from chinese_mixtral_rag.lexical import lexical_tokens
+from chinese_mixtral_rag.store import IndexState, KnowledgeBase, describe_stale
+from chinese_mixtral_rag.store.lexical import lexical_tokens
+
+logger = logging.getLogger(__name__)
 
 #: Above this share of unknown tokens the embedder cannot read the query: dense is skipped.
 MAX_UNKNOWN = 0.05
@@ -66,36 +71,6 @@ def relevance(query_tokens: set[str], text: str, idf: Mapping[str, float]) -> fl
     return sum(idf.get(t, 0.0) for t in present) / total
 
 
-@lru_cache(maxsize=4)
-def _embedder_tokenizer(model_path: str) -> Any:
-    from pathlib import Path
-
-    from tokenizers import Tokenizer
-
-    path = Path(model_path) / "tokenizer.json"
-    if not path.is_file():
-        return None
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
-
-
-def unknown_share(model_path: str, text: str) -> float:
-    """Share of ``text``'s tokens that the embedding model maps to its unknown token (0 when
-    the model has no ``tokenizer.json`` to check: it is then trusted)."""
-    tokenizer = _embedder_tokenizer(model_path)
-    if tokenizer is None:
-        return 0.0
-    unk = tokenizer.token_to_id("[UNK]")  # not get_vocab(): it builds a dict on every call
-    if unk is None:
-        unk = tokenizer.token_to_id("<unk>")
-    ids = tokenizer.encode(text, add_special_tokens=False).ids
-    if not ids or unk is None:
-        return 0.0
-    return sum(1 for i in ids if i == unk) / len(ids)
-
-
 class HybridRetriever(BaseRetriever):
     """Chunks of a knowledge base for a question: BM25 plus (where it can read the query)
     dense search, fused by weighted reciprocal rank, optionally reranked by a cross-encoder.
@@ -103,9 +78,9 @@ class HybridRetriever(BaseRetriever):
     Instantiate:
         .. code-block:: python
 
-            from chinese_mixtral_rag.retrieval import HybridRetriever
-            from chinese_mixtral_rag.store import open_knowledge_base
+            from chinese_mixtral_rag.qa.retrieval import HybridRetriever
             from chinese_mixtral_rag.settings import Settings
+            from chinese_mixtral_rag.store import open_knowledge_base
 
             retriever = HybridRetriever(kb=open_knowledge_base(Settings(), "laws"), k=8)
             docs = retriever.invoke("居住权如何设立？")
@@ -152,7 +127,7 @@ class HybridRetriever(BaseRetriever):
         """Whether the dense side takes part for this query (the embedder can read it)."""
         if self.dense_weight <= 0:
             return False
-        return unknown_share(self.kb.embedding.path, query) <= MAX_UNKNOWN
+        return float(self.kb.embedding.unknown_share(query)) <= MAX_UNKNOWN
 
     def _get_relevant_documents(
         self,
@@ -165,18 +140,17 @@ class HybridRetriever(BaseRetriever):
         sources = kwargs.get("sources", self.sources)
         where = filter_for(sources, kwargs.get("where", self.where))
         kb = self.kb
-        if len(kb.lexical.ids()) != kb.count():  # written by an older or interrupted ingest
-            kb.sync_lexical()
+        state = kb.index_state()
         allowed = set(kb.ids_where(where)) if where else None
         if allowed is not None and not allowed:
             return []
         fused: dict[str, float] = {}
         ranks: dict[str, dict[str, int]] = {}
-        lexical = kb.lexical.search(query, self.fetch_k, allowed=allowed)
+        lexical = kb.lexical_search(query, self.fetch_k, allowed=allowed)
         for rank, (chunk_id, _) in enumerate(lexical, start=1):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + self.lexical_weight / (self.rrf_k + rank)
             ranks.setdefault(chunk_id, {})["lexical_rank"] = rank
-        if self.uses_dense(query) and kb.count():
+        if self.uses_dense(query) and state.stored:
             dense = kb.vectorstore().similarity_search_with_score(
                 query, k=self.fetch_k, filter=where
             )
@@ -188,6 +162,13 @@ class HybridRetriever(BaseRetriever):
         if self.reranker:
             order = self._rerank(query, order[: max(self.rerank_top, k)])
         documents: list[Document] = kb.documents(order[:k])
+        if len(documents) < len(order[:k]):
+            # The BM25 index names chunks Chroma no longer holds (documents() skips them): read
+            # on down the fused list rather than return fewer than k.
+            state = replace(state, missing=len(order[:k]) - len(documents))
+            documents = [*documents, *kb.documents(order[k:])][:k]
+        if state.stale:
+            _report_stale(kb, state)
         scores = self.relevances(query, documents)
         for doc, score in zip(documents, scores, strict=True):
             chunk_id = doc.metadata["id"]
@@ -201,7 +182,7 @@ class HybridRetriever(BaseRetriever):
         """:func:`relevance` of each chunk for ``query``, its file's title and name included
         (a question may name its document: "民法典中……")."""
         wanted = relevance_tokens(query)
-        idf = self.kb.lexical.idf(wanted) if self.kb.lexical.current() else {}
+        idf = self.kb.token_weights(wanted)
         scores = []
         for doc in documents:
             meta = doc.metadata
@@ -210,10 +191,21 @@ class HybridRetriever(BaseRetriever):
         return scores
 
     def _rerank(self, query: str, order: list[str]) -> list[str]:
-        model = load_cross_encoder(self.reranker or "", self.kb._device)
+        model = load_cross_encoder(self.reranker or "", self.kb.device)
         texts = self.kb.texts(order)
         scores = model.predict([(query, text) for text in texts], show_progress_bar=False)
         return [i for _, i in sorted(zip(scores, order, strict=True), key=lambda p: -float(p[0]))]
+
+
+_REPORTED: set[tuple[str, str, IndexState]] = set()
+
+
+def _report_stale(kb: KnowledgeBase, state: IndexState) -> None:
+    """Log a stale index once per knowledge base and state (not on every query)."""
+    key = (str(kb.persist_dir), kb.name, state)
+    if key not in _REPORTED:
+        _REPORTED.add(key)
+        logger.warning("%s", describe_stale(kb, state))
 
 
 @lru_cache(maxsize=2)

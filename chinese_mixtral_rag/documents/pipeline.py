@@ -1,12 +1,12 @@
 """Ingest a folder of documents into a knowledge base: incremental, idempotent, safe to kill.
 
-Per file: hash the bytes; a file whose chunks are all stored with that hash and the same chunking
+Per file: hash the bytes; a file the store reports complete for that hash and the same chunking
 is skipped without being read again. Other files are parsed in worker processes (load, clean,
-split by tokens, BM25 tokens); their chunks get content-derived ids, chunks already stored keep
-their vectors (nothing unchanged is embedded twice), new ones are embedded in batches, written,
-and only then are the file's stale chunks deleted. Killed at any point, the next run finds the
-file incomplete (see :class:`~chinese_mixtral_rag.store.FileState`) and redoes it, ending in the
-same state as an uninterrupted run. The BM25 index is rebuilt from the collection at the end.
+split by tokens, BM25 tokens) and handed to the store whole, in batches
+(:meth:`~chinese_mixtral_rag.store.KnowledgeBase.write_files`), which keeps unchanged chunks'
+vectors, embeds the new ones, writes them and only then deletes the file's stale chunks. Killed at
+any point, the next run finds the file incomplete and redoes it, ending in the same state as an
+uninterrupted run. The store refreshes its BM25 index at the end, under the same lock.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from chinese_mixtral_rag.errors import ChineseMixtralError, DocumentError
-from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.errors import DocumentError, IngestError
+from chinese_mixtral_rag.store import FileChunks, KnowledgeBase
 
 if TYPE_CHECKING:
     from chinese_mixtral_rag.settings import Settings
@@ -37,10 +37,6 @@ logger = logging.getLogger(__name__)
 Status = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
 #: Bumped when the splitting rules change, so stored files are re-chunked.
 SPLITTER_VERSION = "zh-1"
-
-
-class IngestError(ChineseMixtralError):
-    """The ingest cannot start (missing folder, nothing to read)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +126,6 @@ class _Job:
 @dataclass
 class _Parsed:
     job: _Job
-    ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     metadatas: list[dict[str, Any]] = field(default_factory=list)
     tokens: list[list[str]] = field(default_factory=list)
@@ -165,47 +160,24 @@ def chunker_fingerprint(spec: ChunkingSpec) -> str:
     return f"{SPLITTER_VERSION}|{splitter.counter.name}|{size}|{limits}"
 
 
-def chunk_id(source: str, text: str, occurrence: int) -> str:
-    """Stable id from the file's path and the chunk's content (and which repeat of it it is)."""
-    digest = hashlib.sha256(f"{source}\0{occurrence}\0{text}".encode())
-    return digest.hexdigest()[:32]
-
-
-def _clean_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Chroma takes str/int/float/bool values only; drop the rest (None included)."""
-    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
-
-
 def parse_file(job: _Job) -> _Parsed:
     """Load, split and tokenize one file; failures are returned, never raised."""
     from chinese_mixtral_rag.documents.loaders import load_file
-    from chinese_mixtral_rag.lexical import lexical_tokens
+    from chinese_mixtral_rag.store.lexical import lexical_tokens
 
     parsed = _Parsed(job)
     try:
         documents = load_file(job.path)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for document in documents:
-            document.metadata.update(
-                source=job.source,
-                root=job.root,
-                file_hash=job.file_hash,
-                file_type=job.path.suffix.lower().lstrip("."),
-                chunker=job.chunker,
-                ingested_at=now,
-            )
+            document.metadata.update(file_type=job.path.suffix.lower().lstrip("."), ingested_at=now)
         chunks = build_splitter(job.spec).split_documents(documents)
         if not chunks:
             raise DocumentError(f"{job.source}: no text to index")
-        seen: dict[str, int] = {}
         for chunk in chunks:
-            text = chunk.page_content
-            occurrence = seen.get(text, 0)
-            seen[text] = occurrence + 1
-            parsed.ids.append(chunk_id(job.source, text, occurrence))
-            parsed.texts.append(text)
-            parsed.metadatas.append(_clean_metadata({**chunk.metadata, "file_chunks": len(chunks)}))
-            parsed.tokens.append(lexical_tokens(text))
+            parsed.texts.append(chunk.page_content)
+            parsed.metadatas.append(chunk.metadata)
+            parsed.tokens.append(lexical_tokens(chunk.page_content))
     except (DocumentError, OSError) as exc:
         parsed.error = str(exc)
     except Exception as exc:  # a loader bug must not stop the folder: report it like a bad file
@@ -273,7 +245,7 @@ def _run(jobs: Sequence[_Job], workers: int) -> Iterator[_Parsed]:
 
 
 class _Writer:
-    """Buffers whole files, embeds what is new, writes, then deletes the files' stale chunks."""
+    """Buffers whole files and hands them to the store in batches of about ``batch`` chunks."""
 
     def __init__(
         self, kb: KnowledgeBase, report: IngestReport, progress: ProgressHook, batch: int
@@ -287,7 +259,7 @@ class _Writer:
 
     def add(self, parsed: _Parsed) -> None:
         self.files.append(parsed)
-        self.size += len(parsed.ids)
+        self.size += len(parsed.texts)
         if self.size >= self.batch:
             self.flush()
 
@@ -295,30 +267,27 @@ class _Writer:
         if not self.files:
             return
         files, self.files, self.size = self.files, [], 0
-        ids = [i for f in files for i in f.ids]
-        texts = [t for f in files for t in f.texts]
-        metadatas = [m for f in files for m in f.metadatas]
-        self.kb.lexical.put_tokens(
-            (i, t) for f in files for i, t in zip(f.ids, f.tokens, strict=True)
+        summary = self.kb.write_files(
+            [
+                FileChunks(
+                    source=f.job.source,
+                    root=f.job.root,
+                    file_hash=f.job.file_hash,
+                    chunker=f.job.chunker,
+                    texts=f.texts,
+                    metadatas=f.metadatas,
+                    tokens=f.tokens,
+                    replaces=f.job.stored,
+                )
+                for f in files
+            ]
         )
-        vectors = self.kb.stored_embeddings(ids)
-        reused = len(vectors)
-        new = [n for n, i in enumerate(ids) if i not in vectors]
-        unique = list(dict.fromkeys(texts[n] for n in new))  # repeated text is embedded once
-        if unique:
-            by_text = dict(zip(unique, self.kb.embeddings.embed_documents(unique), strict=True))
-            vectors.update((ids[n], by_text[texts[n]]) for n in new)
-        self.kb.upsert(ids, texts, metadatas, [vectors[i] for i in ids])
-        self.report.chunks_written += len(ids)
-        self.report.chunks_embedded += len(unique)
-        self.report.chunks_reused += reused
+        self.report.chunks_written += summary.written
+        self.report.chunks_embedded += summary.embedded
+        self.report.chunks_reused += summary.reused
+        self.report.chunks_deleted += summary.deleted
         for parsed in files:
-            if parsed.job.stored:
-                keep = set(parsed.ids)
-                stale = [i for i in self.kb.ids_of(parsed.job.source) if i not in keep]
-                self.kb.delete(stale)
-                self.report.chunks_deleted += len(stale)
-            outcome = FileOutcome(parsed.job.source, parsed.job.status, len(parsed.ids))
+            outcome = FileOutcome(parsed.job.source, parsed.job.status, len(parsed.texts))
             self.report.outcomes.append(outcome)
             self.progress.file_done(outcome)
 
@@ -439,7 +408,7 @@ def ingest(
             writer.add(parsed)
         writer.flush()
         _prune_or_list_missing(kb, target, states, {s for _, s in files}, prune, report, progress)
-        kb.sync_lexical()
+        kb.refresh_index()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from chinese_mixtral_rag.packing import Passage
+from chinese_mixtral_rag.chinese import has_han
+from chinese_mixtral_rag.qa.packing import Passage
 
 INSTRUCTIONS = (
     "你是一个严谨的文档问答助手。请只根据下面提供的资料回答用户的问题，不要使用资料以外的知识，"
@@ -49,13 +50,12 @@ SUMMARIZE_COMBINE = (
     "先给出总体概述，再分条列出主要内容。\n\n{text}"
 )
 
-_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile("[A-Za-z]")
 
 
 def language_of(text: str) -> str:
     """ "zh" when the text has any Chinese characters or no Latin letters, else "en"."""
-    return "zh" if _CJK.search(text) or not _LATIN.search(text) else "en"
+    return "zh" if has_han(text) or not _LATIN.search(text) else "en"
 
 
 def passage_header(number: int, passage: Passage) -> str:

@@ -1,22 +1,28 @@
-"""What the chat model and the plain LLM share: option defaults, lazy loading, streaming."""
+"""The shared base of the two LangChain classes: options, lazy loading, streaming, tracing.
+
+:class:`~chinese_mixtral_rag.chat_models.ChineseMixtralChat` and
+:class:`~chinese_mixtral_rag.llms.ChineseMixtral` differ only in how a prompt becomes token ids;
+everything else (defaults from ``CMR_*`` variables, the process-wide backend cache, the one
+generation loop, LangSmith parameters) lives here.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_core.language_models.base import LangSmithParams
 from pydantic import Field, PrivateAttr, model_validator
 
 from chinese_mixtral_rag.backends import Backend, load_backend
-from chinese_mixtral_rag.generation import Completion, stream_text
-from chinese_mixtral_rag.options import ModelOptions
+from chinese_mixtral_rag.backends.generation import Completion, stream_text
+from chinese_mixtral_rag.backends.options import ModelOptions
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from chinese_mixtral_rag.settings import Settings
+
+M = TypeVar("M", bound="ChineseMixtralBase")
 
 PROVIDER = "chinese_mixtral"
 
@@ -35,7 +41,7 @@ def as_backend(client: Any) -> Backend:
     )
 
 
-class LocalModel(ModelOptions):
+class ChineseMixtralBase(ModelOptions):
     """Options plus a lazily loaded backend, shared process-wide through the backend cache."""
 
     client: Any = Field(default=None, exclude=True)
@@ -54,6 +60,15 @@ class LocalModel(ModelOptions):
 
         from_env = Settings().model_dump(exclude_unset=True)
         return {**{k: v for k, v in from_env.items() if k in cls.model_fields}, **values}
+
+    @classmethod
+    def from_settings(cls: type[M], settings: Settings, **overrides: Any) -> M:
+        """The model the settings describe (``CMR_*`` variables, CLI flags, the web app's
+        settings): the one way every face builds its model. ``overrides`` win."""
+        fields = settings.model_dump(
+            include=set(cls.model_fields) & set(type(settings).model_fields)
+        )
+        return cls(**{**fields, **overrides})
 
     def get_backend(self) -> Backend:
         """The loaded model, loading it on first use (once per process for the same options)."""
@@ -125,53 +140,3 @@ class LocalModel(ModelOptions):
             strip_leading_space=strip_leading_space,
             completion=completion,
         )
-
-
-_DONE = object()
-
-
-async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-    """Run a blocking iterator in its own thread and yield its items without blocking the loop.
-
-    The thread owns the iterator from start to close, so an early exit or cancellation of the
-    consumer stops generation cleanly (the backend's lock is released).
-    """
-    loop = asyncio.get_running_loop()
-    items: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def send(item: Any, error: BaseException | None = None) -> None:
-        try:
-            loop.call_soon_threadsafe(items.put_nowait, (item, error))
-        except RuntimeError:  # the loop is gone: nobody is listening any more
-            cancelled.set()
-
-    def produce() -> None:
-        try:
-            iterator = make()
-            try:
-                for item in iterator:
-                    send(item)
-                    if cancelled.is_set():
-                        break
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:
-            send(_DONE, exc)
-        else:
-            send(_DONE)
-
-    context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(produce,), name="cmrag-astream", daemon=True).start()
-    try:
-        while True:
-            item, error = await items.get()
-            if item is _DONE:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        cancelled.set()

@@ -16,9 +16,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables.utils import AddableDict
 
-from chinese_mixtral_rag import prompts
 from chinese_mixtral_rag.errors import ContextLengthError
-from chinese_mixtral_rag.packing import Passage, merge_chunks
+from chinese_mixtral_rag.qa import prompts
+from chinese_mixtral_rag.qa.packing import Passage, merge_chunks
 
 Measure = Callable[[Sequence[BaseMessage]], int]
 

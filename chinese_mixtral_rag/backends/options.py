@@ -1,21 +1,37 @@
 """Load and sampling options shared by the chat model, the plain LLM and the settings.
 
 Defined once here: :class:`~chinese_mixtral_rag.settings.Settings` inherits these fields (so every
-knob has a ``CMR_*`` environment variable) and the LangChain models inherit them too.
+knob has a ``CMR_*`` environment variable) and the LangChain models inherit them too. Pydantic
+only: importing the options loads no backend library.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chinese_mixtral_rag.backends import BackendName, infer_backend
 from chinese_mixtral_rag.backends.base import SamplingParams
 
-# The defaults of backends.prefix_cache, repeated so that importing the options stays numpy-free.
+BackendName = Literal["llama_cpp", "transformers"]
+
+#: RAM for saved prefix states: about one full 32K-token window of real Chinese-Mixtral KV cache
+#: (f16). Defined here rather than in ``prefix_cache`` so that importing the options stays
+#: numpy-free.
 DEFAULT_PREFIX_CACHE_BYTES = 4 * 1024**3
+#: Disk budget of the prefix cache when a directory is configured.
 DEFAULT_PREFIX_CACHE_DISK_BYTES = 32 * 1024**3
+
+
+def infer_backend(model_path: str | None, model: str | None) -> BackendName:
+    """``*.gguf`` files run on llama.cpp; checkpoint directories and hub ids on transformers."""
+    if model_path is not None:
+        path = Path(model_path).expanduser()
+        if path.suffix.lower() == ".gguf" or path.is_file():
+            return "llama_cpp"
+        return "transformers"
+    return "transformers" if model is not None else "llama_cpp"
 
 
 class ModelOptions(BaseModel):

@@ -8,7 +8,9 @@
      "where": {"file_type": "pdf"},           # optional Chroma metadata filter
      "mode": "qa"}                            # or "search", "summarize", "chat"
 
-``stream`` yields dict chunks: first ``{"question", "search_query", "found", "report"}``, then
+``stream`` yields dict chunks: first ``{"question", "search_query", "found", "report",
+"index_stale"}`` (``index_stale``: the BM25 index is out of step with the store, answers use only
+what both hold, the next ingest refreshes it), then
 ``{"answer": piece}`` per piece of text, then ``{"sources", "cited", "usage"}``; ``invoke``
 returns them merged into one dict. ``sources[n - 1]`` is what the answer's ``[n]`` refers to;
 markers that point to nothing are removed from the answer as it streams.
@@ -26,9 +28,7 @@ chain may be built with ``chat=None`` for it); ``summarize`` summarises the file
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -38,81 +38,16 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableGenerator
 from langchain_core.runnables.utils import AddableDict
 
-from chinese_mixtral_rag import prompts
 from chinese_mixtral_rag.errors import ChineseMixtralError
-from chinese_mixtral_rag.packing import Packed, PackReport, Passage, pack
-from chinese_mixtral_rag.retrieval import HybridRetriever
+from chinese_mixtral_rag.qa import prompts
+from chinese_mixtral_rag.qa.citations import CitationFilter, Source
+from chinese_mixtral_rag.qa.packing import Packed, PackReport, Passage, merge_chunks, pack
+from chinese_mixtral_rag.qa.retrieval import HybridRetriever
 from chinese_mixtral_rag.settings import QAOptions, Settings
 from chinese_mixtral_rag.store import KnowledgeBase, open_knowledge_base
 
 #: Answer tokens reserved when the chat model sets no ``max_tokens``.
 DEFAULT_ANSWER_TOKENS = 1024
-
-
-@dataclass(frozen=True)
-class Source:
-    """What an answer's ``[n]`` refers to."""
-
-    n: int
-    source: str
-    page: str
-    """Page or page range ("3", "3-4"); "" for files without pages."""
-    title: str
-    text: str
-    score: float
-    relevance: float
-    chunk_ids: tuple[str, ...]
-
-    @classmethod
-    def of(cls, n: int, passage: Passage) -> Source:
-        return cls(
-            n=n,
-            source=passage.source,
-            page=passage.pages,
-            title=passage.title,
-            text=passage.text,
-            score=passage.score,
-            relevance=passage.relevance,
-            chunk_ids=passage.chunk_ids,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class CitationFilter:
-    """Removes ``[n]`` markers with no source ``n`` from streamed text, holding back only an
-    unfinished ``[12`` at the end of a piece until it is known to be a marker or not."""
-
-    _MARKER = re.compile(r"\[(\d{1,3})\]")
-    _OPEN = re.compile(r"\[\d{0,3}$")
-
-    def __init__(self, valid: int) -> None:
-        self.valid = valid
-        self.cited: list[int] = []
-        self._held = ""
-
-    def _clean(self, text: str) -> str:
-        def keep(match: re.Match[str]) -> str:
-            n = int(match.group(1))
-            if 1 <= n <= self.valid:
-                if n not in self.cited:
-                    self.cited.append(n)
-                return match.group(0)
-            return ""
-
-        return self._MARKER.sub(keep, text)
-
-    def feed(self, text: str) -> str:
-        buffer = self._held + text
-        open_marker = self._OPEN.search(buffer)
-        cut = open_marker.start() if open_marker else len(buffer)
-        self._held = buffer[cut:]
-        return self._clean(buffer[:cut])
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return self._clean(held)
 
 
 def _history_pairs(history: Any) -> list[tuple[str, str]]:
@@ -294,9 +229,12 @@ class QAChain:
         history = _history_pairs(inputs.get("history"))
         where = inputs.get("where") or None
         if mode == "search":
+            stale = self.kb.index_state().stale
             hits = self.retrieve(question, sources, where)
             listed = [Source.of(n, p) for n, p in enumerate(_hit_passages(hits), start=1)]
-            yield AddableDict(question=question, search_query=question, found=bool(hits))
+            yield AddableDict(
+                question=question, search_query=question, found=bool(hits), index_stale=stale
+            )
             yield AddableDict(sources=listed, cited=[], usage=None)
             return
         if mode == "chat":
@@ -308,6 +246,7 @@ class QAChain:
             raise ChineseMixtralError(
                 f"Unknown mode {mode!r}: use 'qa', 'search', 'summarize' or 'chat'."
             )
+        stale = self.kb.index_state().stale
         query = self.search_query(question, history)
         hits = self.retrieve(query, sources, where)
         best = max((float(h.metadata.get("relevance", 0.0)) for h in hits), default=0.0)
@@ -324,13 +263,25 @@ class QAChain:
             found = packed.report.mode == "whole"
         if not found:
             report = PackReport(mode="empty", limit=self.context_length - self.answer_tokens)
-            yield AddableDict(question=question, search_query=query, found=False, report=report)
+            yield AddableDict(
+                question=question,
+                search_query=query,
+                found=False,
+                report=report,
+                index_stale=stale,
+            )
             yield AddableDict(answer=prompts.NOT_FOUND[prompts.language_of(question)])
             yield AddableDict(sources=[], cited=[], usage=None)
             return
         if packed is None:
             packed, history = self.plan(question, history, hits, sources)
-        yield AddableDict(question=question, search_query=query, found=True, report=packed.report)
+        yield AddableDict(
+            question=question,
+            search_query=query,
+            found=True,
+            report=packed.report,
+            index_stale=stale,
+        )
         messages = prompts.qa_messages(packed.passages, question, history)
         listed = [Source.of(n, p) for n, p in enumerate(packed.passages, start=1)]
         yield from self._answer(messages, len(listed))
@@ -353,7 +304,7 @@ class QAChain:
 
     def summarize(self, sources: Sequence[str] | None) -> Iterator[AddableDict]:
         """A summary of whole files (map-reduce when they exceed the window)."""
-        from chinese_mixtral_rag.summarize import summarize
+        from chinese_mixtral_rag.qa.summarize import summarize
 
         if not sources:
             raise ChineseMixtralError(
@@ -362,9 +313,11 @@ class QAChain:
         documents = {name: self.kb.chunks_of(name) for name in dict.fromkeys(sources)}
         unknown = [name for name, chunks in documents.items() if not chunks]
         if unknown:
+            known = sorted(self.kb.file_states())
+            listed = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
             raise ChineseMixtralError(
-                f"Not in collection {self.kb.name!r}: {', '.join(unknown)}. "
-                "List its files with `cmrag ingest --list`."
+                f"Not in knowledge base {self.kb.name!r}: {', '.join(unknown)}. "
+                f"It holds {len(known)} files: {listed or '(none)'}."
             )
         yield AddableDict(question="", found=True, files=list(documents))
         yield from summarize(
@@ -379,8 +332,6 @@ class QAChain:
 
 def _hit_passages(hits: Sequence[Document]) -> list[Passage]:
     """Each hit as its own passage, in rank order (search results, no model involved)."""
-    from chinese_mixtral_rag.packing import merge_chunks
-
     return [merge_chunks([hit])[0] for hit in hits]
 
 
@@ -419,7 +370,7 @@ def build_qa_chain(
             yield from chain.run(item)
 
     async def atransform(inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
-        from chinese_mixtral_rag.local_model import iterate_in_thread
+        from chinese_mixtral_rag.threads import iterate_in_thread
 
         async for item in inputs:
             async for chunk in iterate_in_thread(partial(chain.run, item)):

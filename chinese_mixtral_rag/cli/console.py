@@ -1,0 +1,153 @@
+"""Console output of the commands: rich progress bars and tables, the one place that draws them.
+
+Progress goes to standard error (so ``--json`` and piped answers stay clean); summaries and tables
+to standard output. Names that come from files are printed as text, never as rich markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from chinese_mixtral_rag.documents.pipeline import ProgressHook
+
+if TYPE_CHECKING:
+    from chinese_mixtral_rag.documents.pipeline import FileOutcome, IngestReport
+    from chinese_mixtral_rag.store import KnowledgeBase
+
+
+class IngestProgress(ProgressHook):
+    """A rich progress bar over an ingest: files done of files found, files/s and chunks/s."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files  {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=quiet,
+            transient=False,
+        )
+        self.task: Any = None
+        self.chunks = 0
+        self.files = 0
+
+    def __enter__(self) -> IngestProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def start(self, files: int, to_parse: int) -> None:
+        self.task = self.progress.add_task("ingest", total=files, rate="")
+
+    def file_done(self, outcome: FileOutcome) -> None:
+        if outcome.status in {"added", "updated"}:
+            self.chunks += outcome.chunks
+        if self.task is None or outcome.status == "removed":
+            return
+        self.progress.advance(self.task)
+        elapsed = self.progress.tasks[0].elapsed or 1e-9
+        done = self.progress.tasks[0].completed
+        self.progress.update(
+            self.task, rate=f"{done / elapsed:.1f} files/s  {self.chunks / elapsed:.0f} chunks/s"
+        )
+
+
+def print_ingest_report(report: IngestReport, kb: KnowledgeBase) -> None:
+    """The summary (one line per figure, readable in any terminal), then each failure's reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{kb.name}: {report.root}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("files", justify="right")
+    for status in ("added", "updated", "unchanged", "removed", "failed", "skipped"):
+        table.add_row(f"files {status}", str(report.count(status)))
+    table.add_row("chunks written", str(report.chunks_written))
+    table.add_row("chunks embedded", str(report.chunks_embedded))
+    table.add_row("chunks deleted", str(report.chunks_deleted))
+    table.add_row("chunks in collection", str(kb.count()))
+    table.add_row("seconds", f"{report.seconds:.1f}")
+    console.print(table)
+    for outcome in report.outcomes:
+        if outcome.status in {"failed", "skipped"}:
+            console.print(f"  {outcome.status}: {outcome.source}: {outcome.reason}", markup=False)
+    if report.missing:
+        console.print(
+            f"  {len(report.missing)} stored file(s) no longer exist under {report.root} "
+            "(run with --prune to remove them): " + ", ".join(report.missing[:5]),
+            markup=False,
+        )
+    if report.stopped_early:
+        console.print("  stopped at the first failure (--strict)")
+
+
+def print_documents(kb: KnowledgeBase) -> None:
+    """The stored documents of a knowledge base: source, chunks, title, ingest time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    states = kb.file_states()
+    table = Table(title=f"{kb.name}: {len(states)} documents, {kb.count()} chunks")
+    for column in ("source", "chunks", "title", "ingested"):
+        table.add_column(column, justify="right" if column == "chunks" else "left")
+    for source, state in sorted(states.items()):
+        complete = "" if state.chunks == state.expected else f" (of {state.expected})"
+        table.add_row(source, f"{state.chunks}{complete}", state.title, state.ingested_at)
+    Console().print(table)
+
+
+def progress_bar(quiet: bool, label: str, total: int) -> tuple[Any, Callable[[Any], None]]:
+    """A rich bar of ``total`` steps on standard error and the callback that advances it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn as Elapsed
+
+    progress = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Elapsed(),
+        console=Console(stderr=True),
+        disable=quiet,
+    )
+    task = progress.add_task(label, total=total)
+    return progress, lambda _: progress.advance(task)
+
+
+def _format(name: str, value: float) -> str:
+    if name == "questions":
+        return str(int(value))
+    return f"{value:.1f}" if name.endswith("_ms") else f"{value:.3f}"
+
+
+def print_metrics(title: str, metrics: Mapping[str, float], notes: Sequence[str] = ()) -> None:
+    """One ``name value`` line per metric (easy to grep), then the same as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    for name, value in metrics.items():
+        print(f"{name} {_format(name, value)}")
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, _format(name, value))
+    Console().print(table)
+    for note in notes:
+        print(note)  # not through rich: a long line must not be wrapped

@@ -1,0 +1,148 @@
+"""Turn one file into cleaned LangChain Documents, whatever its format or encoding.
+
+The ingest pipeline calls :func:`load_file` per file and reports a :class:`DocumentError` per file,
+so every failure here (unsupported, empty, binary, corrupt, encrypted, unreadable) becomes a
+DocumentError whose message names the file, the reason and what to do. One module per family of
+formats (``text``, ``markup``, ``pdf``, ``office``), each a function from bytes to
+:class:`~.base.Extracted`; parsers for PDF, Office, EPUB and HTML are imported inside the loader
+that uses them, so importing this package stays cheap.
+
+Text that arrives as bytes (txt, md, csv, json, html, eml) is decoded by :func:`decode_text`, which
+detects the encoding instead of assuming UTF-8: GBK/GB18030 and Big5 files are the most common
+reason Chinese documents fail to load elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+
+from chinese_mixtral_rag.documents.cleaning import clean_text
+from chinese_mixtral_rag.documents.encoding import CURRENT_FILE, decode_text
+from chinese_mixtral_rag.documents.loaders.base import Loader, brief
+from chinese_mixtral_rag.documents.loaders.markup import load_eml, load_epub, load_html
+from chinese_mixtral_rag.documents.loaders.office import load_docx, load_pptx
+from chinese_mixtral_rag.documents.loaders.pdf import load_pdf
+from chinese_mixtral_rag.documents.loaders.text import (
+    load_csv,
+    load_json,
+    load_jsonl,
+    load_markdown,
+    load_txt,
+)
+from chinese_mixtral_rag.errors import DocumentError
+
+__all__ = ["SUPPORTED_EXTENSIONS", "decode_text", "load_file"]
+
+logger = logging.getLogger(__name__)
+
+
+_LOADERS: dict[str, Loader] = {
+    ".txt": load_txt,
+    ".text": load_txt,
+    ".md": load_markdown,
+    ".markdown": load_markdown,
+    ".pdf": load_pdf,
+    ".docx": load_docx,
+    ".pptx": load_pptx,
+    ".html": load_html,
+    ".htm": load_html,
+    ".xhtml": load_html,
+    ".csv": load_csv,
+    ".tsv": load_csv,
+    ".json": load_json,
+    ".jsonl": load_jsonl,
+    ".epub": load_epub,
+    ".eml": load_eml,
+}
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_LOADERS)
+"""File extensions :func:`load_file` reads (lowercase, with the dot)."""
+
+_CONVERT_HINTS = {
+    ".doc": "save it as .docx (Word, or libreoffice --headless --convert-to docx)",
+    ".ppt": "save it as .pptx (PowerPoint, or libreoffice --headless --convert-to pptx)",
+    ".wps": "save it as .docx from WPS",
+    ".rtf": "save it as .docx",
+    ".mobi": "convert it to .epub (e.g. Calibre)",
+    ".azw3": "convert it to .epub (e.g. Calibre)",
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DocumentError(
+            f"{path.name}: file not found (moved or deleted since it was listed?); "
+            f"check the path {path}"
+        ) from None
+    except PermissionError:
+        raise DocumentError(
+            f"{path.name}: permission denied; make it readable (e.g. chmod u+r) or run as a "
+            "user who can read it"
+        ) from None
+    except IsADirectoryError:
+        raise DocumentError(f"{path.name}: is a directory, not a file; ingest the folder") from None
+    except OSError as exc:
+        raise DocumentError(
+            f"{path.name}: cannot read the file ({exc.strerror or brief(exc)}); check the disk "
+            "or network share and try again"
+        ) from None
+
+
+def load_file(path: Path) -> list[Document]:
+    """Load one file as cleaned, non-empty Documents in document order.
+
+    PDFs and PPTX give one Document per page/slide (``page``, 1-based); Markdown, DOCX, HTML and
+    EPUB one per section (``heading`` = heading path); other formats one per file. Every
+    Document carries ``title``; text decoded from bytes carries ``encoding``. Raises
+    DocumentError, and only DocumentError, when the file cannot become text.
+    """
+    path = Path(path)
+    extension = path.suffix.lower()
+    loader = _LOADERS.get(extension)
+    if loader is None:
+        hint = _CONVERT_HINTS.get(extension, "convert it to one of them")
+        raise DocumentError(
+            f"{path.name}: unsupported file type '{extension or '(no extension)'}'; "
+            f"supported: {' '.join(sorted(SUPPORTED_EXTENSIONS))}; {hint}"
+        )
+    token = CURRENT_FILE.set(path.name)
+    try:
+        return _load(path, loader)
+    finally:
+        CURRENT_FILE.reset(token)
+
+
+def _load(path: Path, loader: Loader) -> list[Document]:
+    data = _read_bytes(path)
+    if not data.strip():
+        what = "the file is empty (0 bytes)" if not data else "no text (only whitespace)"
+        raise DocumentError(f"{path.name}: {what}; nothing to ingest")
+    try:
+        extracted = loader(data)
+    except DocumentError as exc:
+        raise DocumentError(f"{path.name}: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # a parser failing in a way not foreseen above: still per file
+        logger.debug("loader for %s failed", path, exc_info=True)
+        raise DocumentError(
+            f"{path.name}: cannot extract text ({brief(exc)}); the file may be damaged"
+        ) from None
+    title = extracted.title or path.stem
+    documents: list[Document] = []
+    for text, extra in extracted.parts:
+        cleaned = clean_text(text)
+        if not cleaned:
+            continue
+        metadata: dict[str, Any] = {"title": title, **extra}
+        if extracted.encoding is not None:
+            metadata["encoding"] = extracted.encoding
+        documents.append(Document(page_content=cleaned, metadata=metadata))
+    if not documents:
+        raise DocumentError(f"{path.name}: {extracted.empty_reason}; nothing to ingest")
+    return documents

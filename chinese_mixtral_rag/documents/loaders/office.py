@@ -1,0 +1,122 @@
+"""Word .docx (headings, tables, centred titles) and PowerPoint .pptx (one part per slide)."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from chinese_mixtral_rag.documents.loaders.base import (
+    Extracted,
+    Sections,
+    brief,
+    clean_title,
+    table_rows,
+)
+from chinese_mixtral_rag.errors import DocumentError
+
+_DOCX_HEADING = re.compile(r"^(?:heading|标题)\s*(\d)$", re.IGNORECASE)
+_DOCX_TITLE_STYLES = frozenset({"title", "标题"})
+
+
+def _docx_heading_level(paragraph: Any) -> int | None:
+    """0 for Title, n for Heading n (or a style based on it), None for body text."""
+    style = paragraph.style
+    for _ in range(4):  # follow "based on" a few steps: custom styles derived from Heading 1
+        if style is None:
+            return None
+        name = (style.name or "").strip().lower()
+        if name in _DOCX_TITLE_STYLES:
+            return 0
+        if match := _DOCX_HEADING.match(name):
+            return int(match.group(1))
+        style = style.base_style
+    return None
+
+
+def load_docx(data: bytes) -> Extracted:
+    import docx
+    from docx.enum.text import WD_ALIGN_PARAGRAPH
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, ValueError, lxml errors
+        raise DocumentError(
+            f"cannot open as a Word .docx file ({brief(exc)}); if it is an old .doc or another "
+            "format renamed, save it as .docx (Word or LibreOffice) and ingest it again"
+        ) from None
+    sections = Sections()
+    styled_title: str | None = None
+    visual_title: str | None = None
+    seen_text = False
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            rows = ([cell.text for cell in row.cells] for row in block.rows)
+            for line in table_rows(rows):
+                sections.line(line)
+            seen_text = True
+            continue
+        text = block.text
+        level = _docx_heading_level(block)
+        if level is not None and text.strip():
+            sections.heading(level, text)
+            if level == 0 and styled_title is None:
+                styled_title = clean_title(text)
+        else:
+            sections.line(text)
+        if not seen_text and text.strip():
+            # Laws and reports often put the title in a centred first paragraph, not in a style.
+            alignment = block.paragraph_format.alignment
+            if alignment is None and block.style is not None:
+                alignment = block.style.paragraph_format.alignment
+            if alignment == WD_ALIGN_PARAGRAPH.CENTER and len(text.strip()) <= 80:
+                visual_title = clean_title(text) if "。" not in text else None
+            seen_text = True
+    core_title = clean_title(document.core_properties.title)
+    return Extracted(parts=sections.parts(), title=styled_title or visual_title or core_title)
+
+
+def _pptx_shape_lines(shapes: Iterable[Any], skip_id: int | None) -> Iterator[str]:
+    from pptx.enum.shapes import MSO_SHAPE_TYPE
+
+    for shape in shapes:
+        if shape.shape_id == skip_id:
+            continue
+        if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
+            yield from _pptx_shape_lines(shape.shapes, skip_id)
+        elif shape.has_text_frame:
+            for paragraph in shape.text_frame.paragraphs:
+                yield paragraph.text.replace("\v", "\n")
+        elif shape.has_table:
+            rows = ([cell.text for cell in row.cells] for row in shape.table.rows)
+            yield from table_rows(rows)
+
+
+def load_pptx(data: bytes) -> Extracted:
+    from pptx import Presentation
+
+    try:
+        presentation = Presentation(io.BytesIO(data))
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, PackageNotFoundError ...
+        raise DocumentError(
+            f"cannot open as a PowerPoint .pptx file ({brief(exc)}); if it is an old .ppt or "
+            "another format renamed, save it as .pptx and ingest it again"
+        ) from None
+    parts: list[tuple[str, dict[str, Any]]] = []
+    first_slide_title: str | None = None
+    for number, slide in enumerate(presentation.slides, start=1):
+        title_shape = slide.shapes.title
+        heading = clean_title(title_shape.text_frame.text) if title_shape is not None else None
+        lines = [heading] if heading else []
+        lines.extend(_pptx_shape_lines(slide.shapes, title_shape.shape_id if title_shape else None))
+        if slide.has_notes_slide and (notes := slide.notes_slide.notes_text_frame) is not None:
+            lines.extend(["", notes.text])
+        metadata: dict[str, Any] = {"page": number}
+        if heading:
+            metadata["heading"] = heading
+            first_slide_title = first_slide_title or heading
+        parts.append(("\n".join(lines), metadata))
+    title = clean_title(presentation.core_properties.title) or first_slide_title
+    return Extracted(parts=parts, title=title)

@@ -1,0 +1,529 @@
+"""A knowledge base: one Chroma collection (chunks + dense vectors), its BM25 index, its embedder.
+
+This facade is the only code that writes the store, and it holds the rule that makes ingest
+idempotent and safe to kill at any moment. Chroma is the single source of truth: every chunk
+carries its file's content hash, the file's chunk count and the chunking fingerprint, so the state
+of each file can be read back from the collection alone, and a file is stored completely exactly
+when all its chunks carry one hash and one fingerprint and their number equals the recorded count
+(:class:`FileState`). :meth:`KnowledgeBase.write_files` writes a file's new chunks first and only
+then deletes its stale ones, so a half-written file simply reads as "changed" and is redone.
+Chunk ids are derived from source and content: unchanged passages keep their vectors.
+
+Writing needs :meth:`KnowledgeBase.writing` (a lock per collection: two ingests would
+interleave). Reading never writes: a collection that does not exist reads as empty and is not
+created, and a BM25 index out of step with Chroma is reported by :meth:`~KnowledgeBase.index_state`
+and refreshed only by :meth:`~KnowledgeBase.refresh_index`, on the write side.
+
+The collection records its embedding model; opening it with another model is an error (vectors of
+two models in one index are silent garbage).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chinese_mixtral_rag.errors import StoreError
+from chinese_mixtral_rag.store.chroma import chroma_client, is_missing_collection
+from chinese_mixtral_rag.store.embeddings import (
+    EmbeddingModelInfo,
+    load_embeddings,
+    resolve_embedding_model,
+)
+from chinese_mixtral_rag.store.lexical import LexicalIndex, lexical_tokens
+
+if TYPE_CHECKING:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+
+    from chinese_mixtral_rag.settings import StoreOptions
+
+logger = logging.getLogger(__name__)
+
+#: Version of the chunk metadata layout, recorded in the collection.
+SCHEMA = 1
+#: Metadata keys the store itself writes on every chunk (whatever the caller passes is replaced).
+STORE_KEYS = ("source", "root", "file_hash", "chunker", "file_chunks")
+
+
+@dataclass
+class FileState:
+    """What the collection holds for one source file."""
+
+    source: str
+    root: str = ""
+    hashes: set[str] = field(default_factory=set)
+    chunkers: set[str] = field(default_factory=set)
+    expected: int = 0
+    chunks: int = 0
+    title: str = ""
+    ingested_at: str = ""
+
+    def is_complete(self, file_hash: str, chunker: str) -> bool:
+        """All chunks of exactly this content and chunking are stored, and nothing else."""
+        return (
+            self.hashes == {file_hash}
+            and self.chunkers == {chunker}
+            and self.chunks == self.expected
+        )
+
+
+@dataclass
+class FileChunks:
+    """One file's chunks as the write path hands them over: texts in document order."""
+
+    source: str
+    """Name of the file relative to the ingested folder (what citations show)."""
+    root: str
+    """The folder it was ingested from."""
+    file_hash: str
+    """Digest of the file's bytes."""
+    chunker: str
+    """Fingerprint of the chunking (splitter, tokenizer, sizes)."""
+    texts: list[str]
+    metadatas: list[dict[str, Any]]
+    """Per chunk: title, page, heading, offsets ...; values that Chroma cannot store are dropped."""
+    tokens: list[list[str]] | None = None
+    """BM25 tokens per chunk, when the caller computed them already (in parallel)."""
+    replaces: bool = True
+    """Chunks of this source may be stored already (False only for a source known to be new:
+    saves looking up what to delete)."""
+
+
+@dataclass
+class WriteSummary:
+    """What one :meth:`KnowledgeBase.write_files` call did."""
+
+    written: int = 0
+    """Chunks written (added or rewritten)."""
+    embedded: int = 0
+    """Texts embedded (repeated texts and stored chunks are not embedded again)."""
+    reused: int = 0
+    """Chunks whose content (and vector) was already stored."""
+    deleted: int = 0
+    """Stale chunks of the written files removed."""
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """How the BM25 index compares with the collection."""
+
+    stored: int
+    """Chunks in Chroma."""
+    indexed: int
+    """Chunks in the BM25 index."""
+    missing: int = 0
+    """BM25 hits of a search that Chroma no longer holds (found while searching)."""
+
+    @property
+    def stale(self) -> bool:
+        return self.stored != self.indexed or self.missing > 0
+
+
+def chunk_id(source: str, text: str, occurrence: int) -> str:
+    """Stable id from the file's path and the chunk's content (and which repeat of it it is)."""
+    digest = hashlib.sha256(f"{source}\0{occurrence}\0{text}".encode())
+    return digest.hexdigest()[:32]
+
+
+def chunk_ids(source: str, texts: Iterable[str]) -> list[str]:
+    """Ids of a file's chunks in order; a text repeated in the file gets one id per repeat."""
+    seen: dict[str, int] = {}
+    ids = []
+    for text in texts:
+        occurrence = seen.get(text, 0)
+        seen[text] = occurrence + 1
+        ids.append(chunk_id(source, text, occurrence))
+    return ids
+
+
+def _chroma_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Chroma takes str/int/float/bool values only; drop the rest (None included)."""
+    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+
+
+class KnowledgeBase:
+    """A named collection of document chunks, its BM25 index and its embedding model."""
+
+    def __init__(
+        self,
+        collection: str,
+        embedding: EmbeddingModelInfo,
+        *,
+        persist_dir: Path,
+        host: str | None = None,
+        port: int = 8000,
+        lexical_dir: Path | None = None,
+        device: str = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        if not 3 <= len(collection) <= 512 or not all(
+            c.isalnum() or c in "._-" for c in collection
+        ):
+            raise StoreError(
+                f"Invalid collection name {collection!r}: use 3-512 characters from a-z, A-Z, "
+                "0-9, '.', '_' and '-' (Chroma's rule), e.g. 'laws' or 'my-docs'."
+            )
+        self.name = collection
+        self.embedding = embedding
+        self.persist_dir = persist_dir.expanduser()
+        self.host = host
+        self.port = port
+        self.device = device
+        """Device of the embedding model and of a reranker used with this knowledge base."""
+        where = f"{host}-{port}" if host else "local"
+        base = lexical_dir.expanduser() if lexical_dir else self.persist_dir / "lexical"
+        self.lexical = LexicalIndex(base / where / collection if host else base / collection)
+        """The BM25 index (read it freely; only this class writes it)."""
+        self._batch_size = batch_size
+        self._collection: Any = None
+        self._writing = False
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        return chroma_client(self.persist_dir, self.host, self.port)
+
+    def _store_exists(self) -> bool:
+        """False for an embedded store whose folder was never made (nothing to open)."""
+        return self.host is not None or self.persist_dir.is_dir()
+
+    def _open(self, *, create: bool) -> Any:
+        """The Chroma collection checked against our embedding model; None when it does not
+        exist and ``create`` is False (reads never create it)."""
+        if self._collection is not None:
+            return self._collection
+        if not create and not self._store_exists():
+            return None
+        client = self._client()
+        metadata = {"embedding_model": self.embedding.name, "cmrag_schema": SCHEMA}
+        if create:
+            collection = client.get_or_create_collection(
+                self.name,
+                metadata=metadata,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        else:
+            try:
+                collection = client.get_collection(self.name, embedding_function=None)
+            except Exception as exc:
+                if is_missing_collection(exc):
+                    return None
+                raise
+        self._check_embedding(dict(collection.metadata or {}))
+        self._collection = collection
+        return collection
+
+    def _check_embedding(self, stored: dict[str, Any]) -> None:
+        if "cmrag_schema" not in stored:
+            raise StoreError(
+                f"Collection {self.name!r} was not created by chinese-mixtral-rag (no "
+                "embedding model recorded); ingest into another collection name."
+            )
+        if stored.get("embedding_model") != self.embedding.name:
+            raise StoreError(
+                f"Collection {self.name!r} was built with the embedding model "
+                f"{stored.get('embedding_model')!r}, but {self.embedding.name!r} is "
+                f"configured. Set CMR_EMBEDDING_MODEL (embedding_model=) to "
+                f"{stored.get('embedding_model')!r} to use this collection, or ingest into "
+                "another collection (or reset this one) to switch models."
+            )
+
+    @property
+    def collection(self) -> Any:
+        """The Chroma collection (created by the first write; reading a missing one raises)."""
+        collection = self._open(create=self._writing)
+        if collection is None:
+            raise StoreError(
+                f"Knowledge base {self.name!r} does not exist yet: ingest documents into it first."
+            )
+        return collection
+
+    def exists(self) -> bool:
+        if not self._store_exists():
+            return False
+        return self.name in {c.name for c in self._client().list_collections()}
+
+    @property
+    def embeddings(self) -> Embeddings:
+        """The embedding model, loaded on first use (re-runs that change nothing never load it)."""
+        return load_embeddings(self.embedding.path, self.device, self._batch_size)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the collection's ingest lock: two ingests into one collection would interleave.
+        Every method that writes needs it."""
+        self.lexical.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.lexical.directory / "ingest.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StoreError(
+                    f"Another ingest into collection {self.name!r} is running; wait for it to "
+                    "finish (running both would interleave their writes)."
+                ) from exc
+            lock.write(str(os.getpid()))
+            lock.flush()
+            self._writing = True
+            try:
+                yield
+            finally:
+                self._writing = False
+
+    def _require_lock(self) -> None:
+        if not self._writing:
+            raise RuntimeError(
+                f"writing to knowledge base {self.name!r} needs its lock: "
+                "call this inside `with kb.writing():`"
+            )
+
+    def _writable(self) -> Any:
+        self._require_lock()
+        return self._open(create=True)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _batch_limit(self) -> int:
+        return int(self._client().get_max_batch_size())
+
+    def _pages(self, include: list[str], where: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        collection = self._open(create=False)
+        if collection is None:
+            return
+        limit = self._batch_limit()
+        offset = 0
+        while True:
+            page = collection.get(
+                where=dict(where) if where else None, include=include, limit=limit, offset=offset
+            )
+            if not page["ids"]:
+                return
+            yield page
+            offset += len(page["ids"])
+
+    def _get(self, ids: Sequence[str], include: list[str]) -> Iterator[Any]:
+        """Pages of ``collection.get(ids=...)`` within Chroma's batch size."""
+        collection = self._open(create=False)
+        if collection is None or not ids:
+            return
+        limit = self._batch_limit()
+        for start in range(0, len(ids), limit):
+            yield collection.get(ids=list(ids[start : start + limit]), include=include)
+
+    def file_states(self) -> dict[str, FileState]:
+        """Per source file: hashes, chunking, expected and stored chunk counts."""
+        states: dict[str, FileState] = {}
+        for page in self._pages(["metadatas"]):
+            for meta in page["metadatas"]:
+                source = str(meta.get("source", ""))
+                state = states.get(source)
+                if state is None:
+                    state = states[source] = FileState(source)
+                state.root = str(meta.get("root", ""))
+                state.hashes.add(str(meta.get("file_hash", "")))
+                state.chunkers.add(str(meta.get("chunker", "")))
+                state.expected = int(meta.get("file_chunks", 0))
+                state.chunks += 1
+                state.title = str(meta.get("title", "")) or state.title
+                state.ingested_at = max(state.ingested_at, str(meta.get("ingested_at", "")))
+        return states
+
+    def all_ids(self) -> list[str]:
+        return [i for page in self._pages([]) for i in page["ids"]]
+
+    def ids_of(self, source: str) -> list[str]:
+        return [i for page in self._pages([], {"source": source}) for i in page["ids"]]
+
+    def ids_where(self, where: Mapping[str, Any]) -> list[str]:
+        """Ids of the chunks matching a Chroma metadata filter."""
+        return [i for page in self._pages([], where) for i in page["ids"]]
+
+    def count(self) -> int:
+        collection = self._open(create=False)
+        return int(collection.count()) if collection is not None else 0
+
+    def texts(self, ids: Sequence[str]) -> list[str]:
+        """Chunk texts in the order of ``ids``."""
+        found: dict[str, str] = {}
+        for page in self._get(ids, ["documents"]):
+            found.update(zip(page["ids"], page["documents"], strict=True))
+        return [found[i] for i in ids]
+
+    def documents(self, ids: Sequence[str]) -> list[Document]:
+        """Chunks as LangChain documents in the order of ``ids`` (ids Chroma does not hold are
+        skipped); ``metadata["id"]`` is the chunk id."""
+        from langchain_core.documents import Document
+
+        found: dict[str, Document] = {}
+        for page in self._get(ids, ["documents", "metadatas"]):
+            for chunk_id, text, meta in zip(
+                page["ids"], page["documents"], page["metadatas"], strict=True
+            ):
+                found[chunk_id] = Document(page_content=text, metadata={**meta, "id": chunk_id})
+        return [found[i] for i in ids if i in found]
+
+    def chunks_of(self, source: str) -> list[Document]:
+        """Every chunk of one file, in document order (for putting a whole file in the prompt)."""
+        chunks = self.documents(self.ids_of(source))
+        return sorted(chunks, key=lambda d: int(d.metadata.get("chunk_index", 0)))
+
+    def index_state(self) -> IndexState:
+        """Chunks stored and chunks in the BM25 index (cheap: two counts, no listing)."""
+        indexed = len(self.lexical.ids()) if self.lexical.current() else 0
+        return IndexState(stored=self.count(), indexed=indexed)
+
+    def lexical_search(
+        self, query: str, k: int, allowed: Collection[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """BM25 hits (chunk id, score) for ``query``; none while there is no index."""
+        if not self.lexical.current():
+            return []
+        return self.lexical.search(query, k, allowed=allowed)
+
+    def token_weights(self, tokens: Iterable[str]) -> dict[str, float]:
+        """BM25 inverse document frequency of each token ({} while there is no index)."""
+        return self.lexical.idf(tokens) if self.lexical.current() else {}
+
+    def vectorstore(self) -> Any:
+        """The collection as a LangChain ``Chroma`` vector store with our embeddings."""
+        from langchain_chroma import Chroma
+
+        self.collection  # noqa: B018 - opens and checks the collection first
+        return Chroma(
+            client=self._client(),
+            collection_name=self.name,
+            embedding_function=self.embeddings,
+            create_collection_if_not_exists=False,
+        )
+
+    # -- writing (inside `with kb.writing():`) ------------------------------------------------
+
+    def write_files(self, files: Sequence[FileChunks]) -> WriteSummary:
+        """Store whole files: new chunks embedded (texts already stored keep their vectors,
+        repeated texts are embedded once) and written, then each file's stale chunks deleted.
+
+        Killed at any point, the collection holds each file either complete or in a state that
+        :meth:`FileState.is_complete` reports as incomplete, never a mix that reads as complete.
+        """
+        collection = self._writable()
+        ids: list[str] = []
+        texts: list[str] = []
+        metadatas: list[dict[str, Any]] = []
+        tokens: list[list[str]] = []
+        for file in files:
+            stamp = {
+                "source": file.source,
+                "root": file.root,
+                "file_hash": file.file_hash,
+                "chunker": file.chunker,
+                "file_chunks": len(file.texts),
+            }
+            ids.extend(chunk_ids(file.source, file.texts))
+            texts.extend(file.texts)
+            metadatas.extend({**_chroma_metadata(m), **stamp} for m in file.metadatas)
+            tokens.extend(file.tokens or [lexical_tokens(t) for t in file.texts])
+        summary = WriteSummary(written=len(ids))
+        self.lexical.put_tokens(zip(ids, tokens, strict=True))
+        vectors = self._stored_embeddings(ids)
+        summary.reused = len(vectors)
+        new = [n for n, i in enumerate(ids) if i not in vectors]
+        unique = list(dict.fromkeys(texts[n] for n in new))  # repeated text is embedded once
+        if unique:
+            by_text = dict(zip(unique, self.embeddings.embed_documents(unique), strict=True))
+            vectors.update((ids[n], by_text[texts[n]]) for n in new)
+        summary.embedded = len(unique)
+        limit = self._batch_limit()
+        for start in range(0, len(ids), limit):
+            end = start + limit
+            collection.upsert(
+                ids=ids[start:end],
+                documents=texts[start:end],
+                metadatas=metadatas[start:end],
+                embeddings=[list(vectors[i]) for i in ids[start:end]],
+            )
+        written = set(ids)
+        for file in files:
+            if file.replaces:
+                stale = [i for i in self.ids_of(file.source) if i not in written]
+                self._delete(stale)
+                summary.deleted += len(stale)
+        return summary
+
+    def _stored_embeddings(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """Embeddings already stored for any of ``ids`` (content-derived ids: no re-embedding)."""
+        found: dict[str, list[float]] = {}
+        for page in self._get(ids, ["embeddings"]):
+            for chunk_id, vector in zip(page["ids"], page["embeddings"], strict=True):
+                found[chunk_id] = list(vector)
+        return found
+
+    def _delete(self, ids: Sequence[str]) -> None:
+        collection = self._writable()
+        limit = self._batch_limit()
+        for start in range(0, len(ids), limit):
+            collection.delete(ids=list(ids[start : start + limit]))
+
+    def delete_source(self, source: str) -> int:
+        """Remove every chunk of one file; returns how many there were."""
+        self._writable()
+        ids = self.ids_of(source)
+        self._delete(ids)
+        return len(ids)
+
+    def reset(self) -> None:
+        """Delete the collection and its lexical index."""
+        self._require_lock()
+        if self.exists():
+            self._client().delete_collection(self.name)
+        self._collection = None
+        self.lexical.remove()
+
+    def refresh_index(self) -> bool:
+        """Rebuild the BM25 index unless it covers exactly the stored chunks; True if rebuilt."""
+        self._require_lock()
+        ids = self.all_ids()
+        if self.lexical.is_current(ids):
+            return False
+        self.lexical.rebuild(ids, self.texts)
+        return True
+
+
+def describe_stale(kb: KnowledgeBase, state: IndexState) -> str:
+    """One line for logs and faces: what is out of step and what refreshes it."""
+    return (
+        f"the BM25 index of knowledge base {kb.name!r} is out of step with the store "
+        f"({state.indexed} chunks indexed, {state.stored} stored): answers use only what both "
+        "hold; the next ingest into this knowledge base refreshes it"
+    )
+
+
+def collection_names(settings: StoreOptions) -> list[str]:
+    """Names of the knowledge bases (Chroma collections) in the store the settings point at."""
+    if settings.chroma_host is None and not settings.persist_dir.expanduser().is_dir():
+        return []  # nothing ingested yet: reading does not create the store
+    client = chroma_client(
+        settings.persist_dir.expanduser(), settings.chroma_host, settings.chroma_port
+    )
+    return sorted(c.name for c in client.list_collections())
+
+
+def open_knowledge_base(settings: StoreOptions, collection: str | None = None) -> KnowledgeBase:
+    """The knowledge base the settings point at (``collection`` overrides the setting)."""
+    return KnowledgeBase(
+        collection or settings.collection,
+        resolve_embedding_model(settings.embedding_model),
+        persist_dir=settings.persist_dir,
+        host=settings.chroma_host,
+        port=settings.chroma_port,
+        lexical_dir=settings.lexical_dir,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+    )

@@ -1,0 +1,288 @@
+"""The web app's server side: settings, the model, knowledge bases, uploads, answers.
+
+It drives the same :func:`~chinese_mixtral_rag.qa.chain.build_qa_chain` as the Python API and the
+CLI and has no QA logic of its own; :mod:`.ui` draws it with Gradio. Without a configured model it
+runs in search-only mode. Every browser session has its own :class:`Conversation`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chinese_mixtral_rag.errors import ChineseMixtralError
+from chinese_mixtral_rag.settings import Settings
+from chinese_mixtral_rag.web.text import MODES, TEXT
+
+#: Longest question accepted (a pasted book is an upload, not a question).
+MAX_QUESTION_CHARS = 4000
+#: Largest upload accepted, in MB.
+MAX_UPLOAD_MB = 100
+
+
+@dataclass
+class Conversation:
+    """One browser session's conversation: what it shows and the turns the chain gets."""
+
+    messages: list[dict[str, str]] = field(default_factory=list)
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+
+def link_citations(answer: str, count: int) -> str:
+    """``[n]`` markers as links to the source cards (``#src-n``)."""
+
+    def link(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        return f"[\\[{n}\\]](#src-{n})" if 1 <= n <= count else match.group(0)
+
+    return re.sub(r"\[(\d{1,3})\]", link, answer)
+
+
+def source_cards(sources: Sequence[Any], text: dict[str, str], cited: Sequence[int] = ()) -> str:
+    """Numbered source cards (HTML) with file, page, relevance and passage."""
+    if not sources:
+        return f"<div class='sources'>{text['no_sources']}</div>"
+    cards = []
+    for source in sources:
+        page = f" · {text['page'].format(page=source.page)}" if source.page else ""
+        mark = " ★" if source.n in cited else ""
+        cards.append(
+            f"<div class='source-card' id='src-{source.n}'>"
+            f"<b>[{source.n}] {html.escape(source.source)}</b>{mark}"
+            f"<span class='meta'>{html.escape(page)} · {text['relevance']} "
+            f"{source.relevance:.2f}</span><p>{html.escape(source.text)}</p></div>"
+        )
+    return "<div class='sources'>" + "".join(cards) + "</div>"
+
+
+class WebApp:
+    """The app's server side: settings, the model (if any), knowledge bases, the QA chains."""
+
+    def __init__(self, settings: Settings | None = None, chat: Any = None, lang: str = "zh"):
+        self.settings = settings or Settings()
+        self.lang = lang if lang in TEXT else "zh"
+        self.text = TEXT[self.lang]
+        self.modes = MODES[self.lang]
+        self.chat = chat if chat is not None else self._configured_chat()
+
+    def _configured_chat(self) -> Any:
+        if not (self.settings.model_path or self.settings.model):
+            return None
+        from chinese_mixtral_rag.chat_models import ChineseMixtralChat
+
+        return ChineseMixtralChat.from_settings(self.settings)
+
+    # -- knowledge bases ----------------------------------------------------------------------
+
+    def kb(self, collection: str) -> Any:
+        from chinese_mixtral_rag.errors import StoreError
+        from chinese_mixtral_rag.store import open_knowledge_base
+
+        try:
+            return open_knowledge_base(self.settings, collection or self.settings.collection)
+        except StoreError as exc:
+            raise ChineseMixtralError(self.text["bad_kb"].format(reason=exc)) from exc
+
+    def collections(self) -> list[str]:
+        from chinese_mixtral_rag.store import collection_names
+
+        return collection_names(self.settings) or [self.settings.collection]
+
+    def documents(self, collection: str) -> list[list[Any]]:
+        """Rows of the document table: file, chunks, ingested at."""
+        kb = self.kb(collection)
+        if not kb.exists():
+            return []
+        states = kb.file_states()
+        return [
+            [s.source, s.chunks, s.ingested_at[:19]]
+            for s in sorted(states.values(), key=lambda s: s.source)
+        ]
+
+    def index_notice(self, collection: str) -> str:
+        """A warning when the knowledge base's BM25 index is out of step with it, else ""."""
+        kb = self.kb(collection)
+        state = kb.index_state()
+        if not state.stale:
+            return ""
+        return self.text["stale"].format(indexed=state.indexed, stored=state.stored)
+
+    def upload_dir(self, collection: str) -> Path:
+        """Where uploads of a knowledge base are kept (ingest reads them from here)."""
+        return Path(self.settings.persist_dir) / "uploads" / collection
+
+    def ingest_files(
+        self, paths: Sequence[str], collection: str, progress: Any = None
+    ) -> tuple[str, list[str]]:
+        """Check, copy and ingest uploaded files; returns (status message, warnings)."""
+        from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
+        from chinese_mixtral_rag.documents.pipeline import (
+            ChunkingSpec,
+            FileOutcome,
+            ProgressHook,
+            ingest,
+        )
+
+        text = self.text
+        if not paths:
+            raise ChineseMixtralError(text["no_files"])
+        kb = self.kb(collection)
+        folder = self.upload_dir(kb.name)
+        problems: list[str] = []
+        accepted: list[Path] = []
+        for raw in paths:
+            path = Path(raw)
+            name = path.name
+            if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+                exts = " ".join(sorted(SUPPORTED_EXTENSIONS))
+                problems.append(text["bad_type"].format(name=name, exts=exts))
+                continue
+            size_mb = path.stat().st_size / 2**20
+            if size_mb > MAX_UPLOAD_MB:
+                problems.append(text["too_big"].format(name=name, mb=size_mb, max=MAX_UPLOAD_MB))
+                continue
+            accepted.append(path)
+        if not accepted:
+            raise ChineseMixtralError("\n".join(problems))
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in accepted:
+            shutil.copyfile(path, folder / path.name)
+
+        class Progress(ProgressHook):
+            done = 0
+            total = 1
+
+            def start(self, files: int, to_parse: int) -> None:
+                self.total = max(to_parse, 1)
+
+            def file_done(self, outcome: FileOutcome) -> None:
+                if outcome.status in {"added", "updated", "failed"}:
+                    self.done += 1
+                    if progress is not None:
+                        progress((self.done, self.total), desc=outcome.source)
+
+        spec = ChunkingSpec.for_store(self.settings, kb)
+        report = ingest(folder, kb, spec, workers=0, progress=Progress())
+        lines = [
+            text["ingested"].format(
+                added=report.count("added"),
+                updated=report.count("updated"),
+                unchanged=report.count("unchanged"),
+                failed=report.count("failed"),
+            )
+        ]
+        for outcome in report.failures:
+            lines.append(text["failed"].format(name=outcome.source, reason=outcome.reason))
+            (folder / outcome.source).unlink(missing_ok=True)  # keep only what is stored
+        return "\n\n".join([*problems, *lines]), problems
+
+    def remove(self, collection: str, source: str) -> str:
+        kb = self.kb(collection)
+        with kb.writing():
+            removed = kb.delete_source(source)
+            kb.refresh_index()
+        (self.upload_dir(kb.name) / source).unlink(missing_ok=True)
+        return self.text["removed"].format(name=source, n=removed)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def answer(
+        self,
+        question: str,
+        conversation: Conversation,
+        mode_label: str,
+        selected: Sequence[str],
+        collection: str,
+        temperature: float,
+        max_tokens: int,
+        k: int,
+        rerank: bool,
+    ) -> Iterator[tuple[Conversation, str, str]]:
+        """Stream (conversation, source cards, budget line) for one question."""
+        from chinese_mixtral_rag.qa.chain import build_qa_chain
+
+        text = self.text
+        question = (question or "").strip()
+        mode, needs_selection = self._mode(mode_label)
+        if mode != "summarize" and not question:
+            raise ChineseMixtralError(text["empty_question"])
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ChineseMixtralError(
+                text["long_question"].format(n=len(question), max=MAX_QUESTION_CHARS)
+            )
+        if needs_selection and not selected:
+            raise ChineseMixtralError(text["need_selection"])
+        if mode != "search" and self.chat is None:
+            raise ChineseMixtralError(text["need_model"])
+        chat = self.chat
+        if chat is not None:
+            chat = chat.model_copy(update={"temperature": temperature, "max_tokens": max_tokens})
+        options: dict[str, Any] = {"retrieve_k": int(k)}
+        if not rerank:
+            options["reranker"] = None
+        qa = build_qa_chain(chat, kb=self.kb(collection), settings=self.settings, **options)
+        request: dict[str, Any] = {
+            "question": question,
+            "mode": mode,
+            "history": list(conversation.history),
+        }
+        if needs_selection:
+            request["sources"] = list(selected)
+        shown = question or f"[{mode_label}] {', '.join(selected)}"
+        messages = [
+            *conversation.messages,
+            {"role": "user", "content": shown},
+            {"role": "assistant", "content": ""},
+        ]
+        answer = ""
+        sources: list[Any] = []
+        cited: list[int] = []
+        budget = ""
+        notice = ""
+        for event in qa.stream(request):
+            if event.get("index_stale"):
+                notice = self.index_notice(collection)
+            if "report" in event and event["report"] is not None:
+                budget = self._budget(event["report"])
+            if notice and notice not in budget:
+                budget = f"{budget}\n\n{notice}".strip()
+            if "answer" in event:
+                answer += event["answer"]
+            if "sources" in event:
+                sources = list(event["sources"])
+            if "cited" in event:
+                cited = list(event["cited"])
+            if mode == "search" and sources:
+                answer = "\n".join(
+                    f"[{s.n}] {s.source}"
+                    + (f" {text['page'].format(page=s.page)}" if s.page else "")
+                    for s in sources
+                )
+            messages[-1] = {"role": "assistant", "content": link_citations(answer, len(sources))}
+            current = Conversation(messages=list(messages), history=conversation.history)
+            yield current, source_cards(sources, text, cited), budget
+        history = conversation.history
+        if mode in {"qa", "chat"} and question:
+            history = [*history, (question, answer)]
+        yield Conversation(messages, history), source_cards(sources, text, cited), budget
+
+    def _mode(self, label: str) -> tuple[str, bool]:
+        for shown, mode, needs in self.modes.values():
+            if label in (shown, mode):
+                return mode, needs
+        return "qa", False
+
+    def _budget(self, report: Any) -> str:
+        if report.mode == "empty":
+            return ""
+        line = self.text["budget"].format(
+            used=report.prompt_tokens, limit=report.limit, material=report.material_tokens
+        )
+        if report.whole_sources:
+            line += self.text["whole"].format(names="、".join(report.whole_sources))
+        return line

@@ -1,0 +1,262 @@
+"""The Gradio Blocks page over a :class:`~.app.WebApp`, all on 127.0.0.1.
+
+Nothing is fetched from outside: analytics are off and the fonts are local CJK fonts. The model
+answers one question at a time (one queue slot for generation); ingest has its own slot.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from chinese_mixtral_rag.errors import ChineseMixtralError
+from chinese_mixtral_rag.web.app import MAX_UPLOAD_MB, Conversation, WebApp
+from chinese_mixtral_rag.web.text import CSS
+
+
+def build_app(app: WebApp | None = None) -> Any:
+    """The Gradio Blocks UI over ``app`` (a :class:`WebApp`; default from ``CMR_*`` settings)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    web = app or WebApp()
+    PROGRESS = gr.Progress()
+    text = web.text
+    labels = [label for label, _, _ in web.modes.values()]
+    default_mode = labels[0] if web.chat is not None else web.modes["search"][0]
+
+    def guard(function: Any, outputs: int, notice: int | None = None) -> Any:
+        """Show our errors as a warning toast and, when the event has one, in its message output
+        (``notice``), leaving every other output as it was: ``gr.Error`` would cover all of
+        them (the document table, the conversation) with an error overlay."""
+
+        def failed(exc: ChineseMixtralError) -> tuple[Any, ...]:
+            gr.Warning(str(exc))
+            result = [gr.skip()] * outputs
+            if notice is not None:
+                result[notice] = f"⚠️ {exc}"
+            return tuple(result) if outputs > 1 else result[0]
+
+        if inspect.isgeneratorfunction(function):
+
+            @functools.wraps(function)
+            def streamed(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    yield from function(*args, **kwargs)
+                except ChineseMixtralError as exc:
+                    yield failed(exc)
+
+            return streamed
+
+        @functools.wraps(function)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except ChineseMixtralError as exc:
+                return failed(exc)
+
+        return wrapped
+
+    with gr.Blocks(title=text["title"], analytics_enabled=False) as demo:
+        gr.Markdown(f"## {text['title']}")
+        gr.Markdown(text["no_model"], visible=web.chat is None, elem_id="no-model-banner")
+        conversation = gr.State(Conversation())
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                collection = gr.Dropdown(
+                    web.collections(),
+                    value=web.settings.collection,
+                    label=text["kb"],
+                    allow_custom_value=True,
+                    elem_id="collection",
+                )
+                with gr.Row():
+                    new_name = gr.Textbox(label=text["new_kb"], scale=3)
+                    create = gr.Button(text["create"], scale=1)
+                files = gr.File(label=text["upload"], file_count="multiple", elem_id="upload")
+                ingest_button = gr.Button(text["ingest"], variant="primary", elem_id="ingest")
+                status = gr.Markdown(elem_id="ingest-status")
+                documents = gr.Dataframe(
+                    headers=[text["col_file"], text["col_chunks"], text["col_time"]],
+                    value=web.documents(web.settings.collection),
+                    label=text["docs"],
+                    interactive=False,
+                    elem_id="documents",
+                )
+                to_remove = gr.Dropdown([], label=text["doc_to_remove"])
+                remove_button = gr.Button(text["remove"], variant="stop")
+            with gr.Column(scale=2, min_width=320):
+                mode = gr.Radio(labels, value=default_mode, label=text["mode"], elem_id="mode")
+                selected = gr.Dropdown(
+                    [], multiselect=True, label=text["selected"], elem_id="selected"
+                )
+                chatbot = gr.Chatbot(show_label=False, height=420, elem_id="chatbot")
+                budget = gr.Markdown(elem_id="budget")
+                notice = gr.Markdown(elem_id="notice")
+                question = gr.Textbox(label=text["question"], lines=2, elem_id="question")
+                with gr.Row():
+                    ask = gr.Button(text["ask"], variant="primary", elem_id="ask")
+                    stop = gr.Button(text["stop"], elem_id="stop")
+                    clear = gr.Button(text["clear"], elem_id="clear")
+                with gr.Accordion(text["settings"], open=False):
+                    temperature = gr.Slider(
+                        0.0,
+                        1.5,
+                        value=web.settings.temperature,
+                        step=0.05,
+                        label=text["temperature"],
+                    )
+                    max_tokens = gr.Slider(
+                        16,
+                        4096,
+                        value=web.settings.max_tokens or 512,
+                        step=16,
+                        label=text["max_tokens"],
+                    )
+                    k = gr.Slider(1, 100, value=web.settings.retrieve_k, step=1, label=text["k"])
+                    rerank = gr.Checkbox(
+                        value=bool(web.settings.reranker),
+                        interactive=bool(web.settings.reranker),
+                        label=text["rerank"],
+                    )
+                gr.Markdown(f"### {text['sources']}")
+                sources = gr.HTML(elem_id="sources")
+
+        def refresh_and_notice(name: str) -> tuple[Any, Any, Any, Any]:
+            return (*refresh(name), web.index_notice(name))
+
+        def refresh(name: str) -> tuple[Any, Any, Any]:
+            rows = web.documents(name)
+            names = [row[0] for row in rows]
+            return rows, gr.update(choices=names, value=None), gr.update(choices=names, value=[])
+
+        def on_create(name: str) -> tuple[Any, ...]:
+            kb = web.kb(name.strip())
+            return (
+                "",
+                gr.update(choices=sorted({*web.collections(), kb.name}), value=kb.name),
+                *refresh(kb.name),
+            )
+
+        def on_ingest(
+            paths: list[str] | None, name: str, progress: gr.Progress = PROGRESS
+        ) -> tuple[Any, ...]:
+            message, problems = web.ingest_files(paths or [], name, progress)
+            for problem in problems:
+                gr.Warning(problem)
+            return (message, *refresh(name), None)
+
+        def on_remove(name: str, source: str | None) -> tuple[Any, ...]:
+            if not source:
+                raise ChineseMixtralError(text["doc_to_remove"])
+            return (web.remove(name, source), *refresh(name))
+
+        def on_ask(
+            q: str,
+            state: Conversation,
+            m: str,
+            chosen: list[str],
+            name: str,
+            temp: float,
+            limit: float,
+            top: float,
+            use_rerank: bool,
+        ) -> Iterator[tuple[Any, ...]]:
+            for current, cards, line in web.answer(
+                q, state, m, chosen or [], name, temp, int(limit), int(top), use_rerank
+            ):
+                yield current, current.messages, cards, line, "", ""
+
+        def on_clear() -> tuple[Any, ...]:
+            return Conversation(), [], "", "", ""
+
+        collection.change(
+            guard(refresh_and_notice, 4),
+            collection,
+            [documents, to_remove, selected, status],
+            api_name="documents",
+        )
+        create.click(
+            guard(on_create, 5, notice=0),
+            new_name,
+            [status, collection, documents, to_remove, selected],
+            api_name="create",
+        )
+        ingest_button.click(
+            guard(on_ingest, 5, notice=0),
+            [files, collection],
+            [status, documents, to_remove, selected, files],
+            api_name="upload",
+            concurrency_limit=1,
+            concurrency_id="ingest",
+        )
+        remove_button.click(
+            guard(on_remove, 4, notice=0),
+            [collection, to_remove],
+            [status, documents, to_remove, selected],
+            api_name="remove",
+        )
+        inputs = [
+            question,
+            conversation,
+            mode,
+            selected,
+            collection,
+            temperature,
+            max_tokens,
+            k,
+            rerank,
+        ]
+        outputs = [conversation, chatbot, sources, budget, question, notice]
+        asked = gr.on(
+            [ask.click, question.submit],
+            guard(on_ask, 6, notice=5),
+            inputs,
+            outputs,
+            api_name="ask",
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
+        stop.click(None, None, None, cancels=[asked], api_visibility="private")
+        clear.click(
+            on_clear, None, [conversation, chatbot, sources, budget, notice], api_name="clear"
+        )
+        demo.load(
+            guard(refresh_and_notice, 4),
+            collection,
+            [documents, to_remove, selected, status],
+            api_visibility="private",
+        )
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def launch(
+    app: WebApp | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    auth: tuple[str, str] | None = None,
+    block: bool = True,
+) -> Any:
+    """Serve the app (local only unless ``host`` says otherwise)."""
+    import gradio as gr
+
+    demo = build_app(app)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        prevent_thread_lock=not block,
+        css=CSS,
+        theme=gr.themes.Default(
+            font=["WenQuanYi Zen Hei", "Noto Sans CJK SC", "sans-serif"], font_mono=["monospace"]
+        ),
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        footer_links=[],
+        show_error=True,
+    )
+    return demo
