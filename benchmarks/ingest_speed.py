@@ -6,9 +6,9 @@ plus the 848 CMRC 2018 dev contexts, one .txt file each (``--cmrc N`` takes fewe
 Plain pipeline: a loader per file (PyPDFLoader, Docx2txtLoader, TextLoader), then
 ``RecursiveCharacterTextSplitter(500, 50)`` and ``Chroma.from_documents`` with the same embedding
 model (the bundled offline all-MiniLM-L6-v2). Ours: ``chinese_mixtral_rag.documents.pipeline``
-with default settings. Each run is a fresh interpreter (imports and model loading count, as for a user), run
-back to back; peak RSS is the child's ``ru_maxrss``. Then each is run a second time on the
-unchanged folder: ours should skip everything, the plain pipeline re-ingests (and duplicates).
+with default settings. Each run is a fresh interpreter (imports and model loading count, as for a
+user), run back to back; peak RSS is the child's ``ru_maxrss``. Then each is run a second time on
+the unchanged folder: ours should skip everything, the plain pipeline re-ingests (and duplicates).
 
 Run: ``.venv/bin/python benchmarks/ingest_speed.py [--cmrc 848] [--no-novel]``. Prints a table;
 passes or fails nothing.

@@ -62,3 +62,22 @@ def test_an_empty_collection_has_an_empty_index(tmp_path: Path) -> None:
     index = build(tmp_path, {})
     assert index.ids() == []
     assert index.search("任何问题") == []
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from("中华人民共和国〇々，。！？ \u3000abcXYZ123ＡＢＣｘｙｚ１２３\n"),
+        max_size=40,
+    )
+)
+def test_a_query_and_the_same_text_cleaned_as_a_document_give_the_same_tokens(text: str) -> None:
+    # Documents are cleaned at ingest, queries are not: both must fold full-width letters and
+    # digits and read Han characters by the same rules (chinese_mixtral_rag.chinese).
+    from chinese_mixtral_rag.documents.cleaning import clean_text
+
+    assert lexical_tokens(text) == lexical_tokens(clean_text(text))
+
+
+def test_zero_and_iteration_marks_join_their_neighbours() -> None:
+    assert "二〇" in lexical_tokens("二〇二三年")
+    assert "人々" in lexical_tokens("人々")
