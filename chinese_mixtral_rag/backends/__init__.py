@@ -15,19 +15,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chinese_mixtral_rag.backends.base import Backend, SamplingParams
-from chinese_mixtral_rag.backends.options import BackendName, infer_backend
 
-__all__ = [
-    "Backend",
-    "BackendName",
-    "SamplingParams",
-    "clear_cache",
-    "infer_backend",
-    "load_backend",
-]
+if TYPE_CHECKING:  # the options need pydantic: not worth importing for a type name
+    from chinese_mixtral_rag.backends.options import BackendName
+
+__all__ = ["Backend", "SamplingParams", "clear_cache", "load_backend"]
 
 _cache: dict[Hashable, Backend] = {}
 _cache_lock = threading.Lock()

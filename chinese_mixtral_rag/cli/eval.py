@@ -22,21 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chinese_mixtral_rag.cli.console import print_metrics, progress_bar
 from chinese_mixtral_rag.cli.flags import add_chunking_flags, add_model_flags, settings_from
 from chinese_mixtral_rag.errors import EvalError
-from chinese_mixtral_rag.eval import (
-    DEFAULT_KS,
-    EvalDataset,
-    EvalItem,
-    default_collection,
-    evaluate_qa,
-    evaluate_retrieval,
-    make_retriever,
-)
+from chinese_mixtral_rag.eval.metrics import DEFAULT_KS
 
 if TYPE_CHECKING:
     from chinese_mixtral_rag.documents.pipeline import IngestReport
+    from chinese_mixtral_rag.eval import EvalDataset, EvalItem
     from chinese_mixtral_rag.settings import Settings
     from chinese_mixtral_rag.store import KnowledgeBase
 
@@ -136,7 +128,7 @@ def _prepare(args: argparse.Namespace, store: Path) -> _Prepared:
     """Load the dataset, then write and ingest its corpus (with a progress bar)."""
     from chinese_mixtral_rag.cli.console import IngestProgress
     from chinese_mixtral_rag.documents.pipeline import ChunkingSpec
-    from chinese_mixtral_rag.eval import ingest_corpus, load_dataset
+    from chinese_mixtral_rag.eval import default_collection, ingest_corpus, load_dataset
     from chinese_mixtral_rag.store import KnowledgeBase
     from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
@@ -197,6 +189,9 @@ def _corpus_note(prepared: _Prepared) -> str:
 
 
 def _run_retrieval(args: argparse.Namespace, store: Path) -> int:
+    from chinese_mixtral_rag.cli.console import print_metrics, progress_bar
+    from chinese_mixtral_rag.eval import evaluate_retrieval, make_retriever
+
     prepared = _prepare(args, store)
     fields = _retriever_fields(args, prepared.settings)
     retriever = make_retriever(prepared.kb, dense=args.dense, **fields)
@@ -225,6 +220,8 @@ def _run_retrieval(args: argparse.Namespace, store: Path) -> int:
 
 def _run_qa(args: argparse.Namespace, store: Path) -> int:
     from chinese_mixtral_rag.chat_models import ChineseMixtralChat
+    from chinese_mixtral_rag.cli.console import print_metrics, progress_bar
+    from chinese_mixtral_rag.eval import evaluate_qa
     from chinese_mixtral_rag.qa.chain import build_qa_chain
 
     prepared = _prepare(args, store)
