@@ -3,7 +3,8 @@
 The import rules live in docs/ARCHITECTURE.md (its ``rules`` block) and are enforced here, so the
 document and the code cannot drift apart: no import cycle, no LangChain under backends/, at most
 9 root modules, no wing importing what its rule does not allow, no import of another module's
-private name, no print outside the faces, no core message naming a command-line flag.
+private name, no exception class outside errors.py, no print outside the faces, no core message
+naming a command-line flag.
 """
 
 from __future__ import annotations
@@ -205,6 +206,19 @@ def test_no_module_imports_another_modules_private_names() -> None:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
                     broken.append(f"{module.name}: from {node.module} import {alias.name}")
     assert not broken, broken
+
+
+def test_every_exception_is_defined_in_errors() -> None:
+    elsewhere = []
+    for module in modules().values():
+        if module.name == "errors" or module.wing == "testing":
+            continue
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(base) for base in node.bases]
+                if any(base.endswith(("Error", "Exception")) for base in bases):
+                    elsewhere.append(f"{module.name}.{node.name}")
+    assert not elsewhere, f"exceptions belong in errors.py: {elsewhere}"
 
 
 def test_only_the_faces_print() -> None:
