@@ -65,6 +65,25 @@ class StoreOptions(BaseModel):
     ingest_workers: int | None = Field(default=None, ge=0)
     """Processes parsing files during ingest; None: up to 4 (0 or 1: in the main process)."""
 
+    follow_symlinks: bool = False
+    """Also ingest what symbolic links point to outside the ingested folder (each one is named in
+    the report); links that stay inside it are always followed."""
+
+    max_text_mb: float = Field(default=16, gt=0)
+    """Most text one file may hold: the size of a plain-text file (.txt .md .csv .json .html
+    .eml ...) and the text extracted from any other. Ingest needs about 100 MB of memory per MB of
+    text (benchmarks/loader_memory.py), so 16 MB of text peaks near 2.2 GB."""
+
+    max_file_mb: float = Field(default=256, gt=0)
+    """Largest file read at all (PDF, Office, EPUB); bigger ones are refused unread."""
+
+    max_inflated_mb: float = Field(default=256, gt=0)
+    """Most a zip-based file (.docx .pptx .epub) may unpack to, all members together."""
+
+    max_zip_ratio: float = Field(default=100, gt=1)
+    """Largest compression ratio of a zip member over 1 MB: zip bombs reach ~1000, real Office
+    files stay below 40."""
+
 
 class QAOptions(BaseModel):
     """How questions are answered: retrieval, the context budget, follow-ups."""

@@ -67,8 +67,19 @@ class IngestProgress(ProgressHook):
         )
 
 
-def print_ingest_report(report: IngestReport, kb: KnowledgeBase) -> None:
-    """The summary (one line per figure, readable in any terminal), then each failure's reason."""
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and other invisible characters shown as escapes
+    (a name holding ``\x1b[31m`` must not recolour the terminal, a newline must not split a
+    row), everything else (Chinese included) as it is."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def print_ingest_report(
+    report: IngestReport, kb: KnowledgeBase, explain: Callable[[str], str] = str
+) -> None:
+    """The summary (one line per figure, readable in any terminal), then each file that was not
+    ingested (or was, with a remark) and why. ``explain`` puts reasons in the command line's
+    words."""
     from rich.console import Console
     from rich.table import Table
 
@@ -85,13 +96,16 @@ def print_ingest_report(report: IngestReport, kb: KnowledgeBase) -> None:
     table.add_row("seconds", f"{report.seconds:.1f}")
     console.print(table)
     for outcome in report.outcomes:
-        if outcome.status in {"failed", "skipped"}:
-            console.print(f"  {outcome.status}: {outcome.source}: {outcome.reason}", markup=False)
+        if outcome.reason:
+            line = f"  {outcome.status}: {outcome.source}: {explain(outcome.reason)}"
+            console.print(printable(line), markup=False, highlight=False)
     if report.missing:
         console.print(
             f"  {len(report.missing)} stored file(s) no longer exist under {report.root} "
-            "(run with --prune to remove them): " + ", ".join(report.missing[:5]),
+            "(run with --prune to remove them): "
+            + ", ".join(printable(name) for name in report.missing[:5]),
             markup=False,
+            highlight=False,
         )
     if report.stopped_early:
         console.print("  stopped at the first failure (--strict)")
@@ -101,14 +115,21 @@ def print_documents(kb: KnowledgeBase) -> None:
     """The stored documents of a knowledge base: source, chunks, title, ingest time."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     states = kb.file_states()
     table = Table(title=f"{kb.name}: {len(states)} documents, {kb.count()} chunks")
     for column in ("source", "chunks", "title", "ingested"):
-        table.add_column(column, justify="right" if column == "chunks" else "left")
+        # Names wrap instead of being cut: two long names must never look alike.
+        table.add_column(column, justify="right" if column == "chunks" else "left", overflow="fold")
     for source, state in sorted(states.items()):
         complete = "" if state.chunks == state.expected else f" (of {state.expected})"
-        table.add_row(source, f"{state.chunks}{complete}", state.title, state.ingested_at)
+        table.add_row(
+            Text(printable(source)),
+            f"{state.chunks}{complete}",
+            Text(printable(state.title)),
+            state.ingested_at,
+        )
     Console().print(table)
 
 

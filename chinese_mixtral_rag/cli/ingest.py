@@ -11,7 +11,12 @@ import logging
 import sys
 from pathlib import Path
 
-from chinese_mixtral_rag.cli.flags import add_chunking_flags, add_store_flags, settings_from
+from chinese_mixtral_rag.cli.flags import (
+    add_chunking_flags,
+    add_store_flags,
+    settings_from,
+    translate,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action.add_argument("--reset", action="store_true", help="delete the whole collection")
     parser.add_argument("--prune", action="store_true", help="remove files no longer on disk")
     parser.add_argument("--strict", action="store_true", help="stop at the first failed file")
+    parser.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        default=None,
+        help="also read what symbolic links point to outside the folder (each is reported)",
+    )
     store = parser.add_argument_group("store (defaults from CMR_* environment variables)")
     add_store_flags(store)
     store.add_argument("--model-path", help="chat model whose tokenizer counts chunk tokens")
@@ -35,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print_documents,
         print_ingest_report,
     )
+    from chinese_mixtral_rag.documents.limits import FileLimits
     from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ingest
     from chinese_mixtral_rag.store import open_knowledge_base
 
@@ -77,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             workers=settings.ingest_workers,
             batch=settings.ingest_batch,
             progress=progress,
+            limits=FileLimits.for_store(settings),
+            follow_symlinks=settings.follow_symlinks,
         )
-    print_ingest_report(report, kb)
+    print_ingest_report(report, kb, lambda reason: translate(reason, args.settings_flags))
     return 1 if report.failures else 0

@@ -50,14 +50,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 def main(argv: Sequence[str] | None = None) -> int:
     parser, subparsers = build_parser()
     args = parser.parse_args(argv)
+    #: Settings field -> this command's flag, for putting core messages in the CLI's words.
+    args.settings_flags = flags_of_settings(subparsers[args.command])
     if getattr(args, "verbose", False):
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = import_module(f"chinese_mixtral_rag.cli.{COMMANDS[args.command][0]}")
     try:
         return int(command.run(args))
     except ChineseMixtralError as exc:
-        flags = flags_of_settings(subparsers[args.command])
-        print(f"error: {translate(str(exc), flags)}", file=sys.stderr)
+        print(f"error: {translate(str(exc), args.settings_flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.command == "ingest":

@@ -11,7 +11,6 @@ uninterrupted run. The store refreshes its BM25 index at the end, under the same
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -26,8 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from chinese_mixtral_rag.documents.limits import FileLimits
+from chinese_mixtral_rag.documents.scan import hash_regular_file, scan
 from chinese_mixtral_rag.errors import DocumentError, IngestError
-from chinese_mixtral_rag.store import FileChunks, KnowledgeBase
+from chinese_mixtral_rag.store import FileChunks, FileState, KnowledgeBase
 
 if TYPE_CHECKING:
     from chinese_mixtral_rag.settings import Settings
@@ -121,6 +122,9 @@ class _Job:
     chunker: str
     stored: bool
     """Some chunks of this source were in the store when the run began (stale ones may remain)."""
+    limits: FileLimits
+    note: str = ""
+    """Said of the file in the report whatever happens (a followed outside link)."""
 
 
 @dataclass
@@ -128,7 +132,7 @@ class _Parsed:
     job: _Job
     texts: list[str] = field(default_factory=list)
     metadatas: list[dict[str, Any]] = field(default_factory=list)
-    tokens: list[list[str]] = field(default_factory=list)
+    terms: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -163,11 +167,11 @@ def chunker_fingerprint(spec: ChunkingSpec) -> str:
 def parse_file(job: _Job) -> _Parsed:
     """Load, split and tokenize one file; failures are returned, never raised."""
     from chinese_mixtral_rag.documents.loaders import load_file
-    from chinese_mixtral_rag.store.lexical import lexical_tokens
+    from chinese_mixtral_rag.store.lexical import lexical_terms
 
     parsed = _Parsed(job)
     try:
-        documents = load_file(job.path)
+        documents = load_file(job.path, job.limits)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for document in documents:
             document.metadata.update(file_type=job.path.suffix.lower().lstrip("."), ingested_at=now)
@@ -177,7 +181,7 @@ def parse_file(job: _Job) -> _Parsed:
         for chunk in chunks:
             parsed.texts.append(chunk.page_content)
             parsed.metadatas.append(chunk.metadata)
-            parsed.tokens.append(lexical_tokens(chunk.page_content))
+            parsed.terms.append(lexical_terms(chunk.page_content))
     except (DocumentError, OSError) as exc:
         parsed.error = str(exc)
     except Exception as exc:  # a loader bug must not stop the folder: report it like a bad file
@@ -276,7 +280,7 @@ class _Writer:
                     chunker=f.job.chunker,
                     texts=f.texts,
                     metadatas=f.metadatas,
-                    tokens=f.tokens,
+                    terms=f.terms,
                     replaces=f.job.stored,
                 )
                 for f in files
@@ -287,65 +291,13 @@ class _Writer:
         self.report.chunks_reused += summary.reused
         self.report.chunks_deleted += summary.deleted
         for parsed in files:
-            outcome = FileOutcome(parsed.job.source, parsed.job.status, len(parsed.texts))
+            job = parsed.job
+            outcome = FileOutcome(job.source, job.status, len(parsed.texts), job.note)
             self.report.outcomes.append(outcome)
             self.progress.file_done(outcome)
 
 
 # -- the run --------------------------------------------------------------------------------
-
-
-def _scan(target: Path, report: IngestReport, progress: ProgressHook) -> list[tuple[Path, str]]:
-    """Files under ``target`` with their source names; bad entries go into the report."""
-    from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
-
-    root = report.root
-    found: list[tuple[Path, str]] = []
-
-    def note(source: str, status: Status, reason: str) -> None:
-        outcome = FileOutcome(source, status, reason=reason)
-        report.outcomes.append(outcome)
-        progress.file_done(outcome)
-
-    def consider(path: Path) -> None:
-        source = path.relative_to(root).as_posix()
-        if not path.exists():
-            note(source, "failed", "broken symbolic link (its target does not exist)")
-        elif path.suffix.lower() not in SUPPORTED_EXTENSIONS:
-            supported = " ".join(sorted(SUPPORTED_EXTENSIONS))
-            note(
-                source,
-                "skipped",
-                f"unsupported file type {path.suffix or '(none)'}; supported: {supported}",
-            )
-        else:
-            found.append((path, source))
-
-    if target.is_file():
-        consider(target)
-        return found
-    visited: set[tuple[int, int]] = set()
-    for directory, dirnames, filenames in os.walk(target, followlinks=True):
-        stat = os.stat(directory)
-        if (stat.st_dev, stat.st_ino) in visited:  # a symlink loop or a second link to a folder
-            dirnames[:] = []
-            rel = Path(directory).relative_to(root).as_posix()
-            note(rel + "/", "skipped", "folder already visited (symbolic link loop)")
-            continue
-        visited.add((stat.st_dev, stat.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith((".", "~$")):
-                consider(Path(directory) / name)
-    return found
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ingest(
@@ -358,9 +310,15 @@ def ingest(
     workers: int | None = None,
     batch: int = 512,
     progress: ProgressHook | None = None,
+    limits: FileLimits | None = None,
+    follow_symlinks: bool = False,
 ) -> IngestReport:
     """Bring ``kb`` up to date with a folder (or one file). Never raises for a bad file: each is
-    reported in the returned :class:`IngestReport`; what is stored already is never lost."""
+    reported in the returned :class:`IngestReport`; what is stored already is never lost.
+
+    Only regular files are read, within ``limits`` (default :class:`FileLimits`); symbolic links
+    are followed while they stay inside the folder, anywhere with ``follow_symlinks`` (each file
+    reached that way is named in the report). See :mod:`.scan`."""
     started = time.perf_counter()
     target = Path(target).expanduser().absolute()
     if not target.exists():
@@ -368,22 +326,54 @@ def ingest(
     progress = progress or ProgressHook()
     root = target if target.is_dir() else target.parent
     report = IngestReport(root)
+    limits = limits or FileLimits()
     with kb.writing():
-        files = _scan(target, report, progress)
+        from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
+
+        scanned = scan(target, root, SUPPORTED_EXTENSIONS, limits, follow_symlinks=follow_symlinks)
+        for skipped in scanned.notes:
+            outcome = FileOutcome(skipped.source, skipped.status, reason=skipped.reason)
+            report.outcomes.append(outcome)
+            progress.file_done(outcome)
+        files = [(found.path, found.source) for found in scanned.files]
         states = kb.file_states()
         chunker = chunker_fingerprint(spec)
         jobs: list[_Job] = []
-        for path, source in files:
+        for found in scanned.files:
+            path, source = found.path, found.source
+            note = (
+                f"read through a symbolic link to {found.via_link}, outside the ingested folder"
+                if found.via_link
+                else ""
+            )
             try:
-                file_hash = _hash_file(path)
-            except OSError as exc:
-                outcome = FileOutcome(source, "failed", reason=f"cannot read: {exc.strerror}")
+                file_hash = hash_regular_file(path, int(limits.limit_for(path.suffix)[0]))
+            except DocumentError as exc:
+                outcome = FileOutcome(source, "failed", reason=str(exc))
                 report.outcomes.append(outcome)
                 progress.file_done(outcome)
                 continue
             state = states.get(source)
+            if state is not None and _held_by_another_folder(state, root):
+                # Two live folders with a file of one name: never let the second overwrite the
+                # first (a moved or deleted folder hands its files over).
+                if state.is_complete(file_hash, chunker):
+                    reason = f"the same file is stored already, from {state.root}"
+                    outcome = FileOutcome(source, "unchanged", state.chunks, reason)
+                else:
+                    outcome = FileOutcome(
+                        source,
+                        "failed",
+                        reason=f"a different file of this name is stored from {state.root}, "
+                        "and one folder must not overwrite another's files: rename one of them, "
+                        "ingest this folder into another knowledge base, or remove the stored "
+                        "file first",
+                    )
+                report.outcomes.append(outcome)
+                progress.file_done(outcome)
+                continue
             if state is not None and state.is_complete(file_hash, chunker):
-                outcome = FileOutcome(source, "unchanged", state.chunks)
+                outcome = FileOutcome(source, "unchanged", state.chunks, note)
                 report.outcomes.append(outcome)
                 progress.file_done(outcome)
                 continue
@@ -391,14 +381,26 @@ def ingest(
             if state is None or (state.hashes == {file_hash} and state.chunkers == {chunker}):
                 status = "added"  # new, or an interrupted first ingest being completed
             jobs.append(
-                _Job(path, source, str(root), file_hash, status, spec, chunker, state is not None)
+                _Job(
+                    path,
+                    source,
+                    str(root),
+                    file_hash,
+                    status,
+                    spec,
+                    chunker,
+                    state is not None,
+                    limits,
+                    note,
+                )
             )
         progress.start(len(files), len(jobs))
         count = workers if workers is not None else min(4, os.cpu_count() or 1)
         writer = _Writer(kb, report, progress, batch)
         for parsed in _run(jobs, count):
             if parsed.error:
-                outcome = FileOutcome(parsed.job.source, "failed", reason=parsed.error)
+                reason = "; ".join(filter(None, [parsed.error, parsed.job.note]))
+                outcome = FileOutcome(parsed.job.source, "failed", reason=reason)
                 report.outcomes.append(outcome)
                 progress.file_done(outcome)
                 if strict:
@@ -411,6 +413,13 @@ def ingest(
         kb.refresh_index()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _held_by_another_folder(state: FileState, root: Path) -> bool:
+    """The stored file of this name came from another folder that still holds it."""
+    if not state.root or state.root == str(root):
+        return False
+    return (Path(state.root) / state.source).exists()
 
 
 def _prune_or_list_missing(

@@ -264,7 +264,7 @@ class ChineseTextSplitter(TextSplitter):
         for counter, max_tokens in self._limits:
             if not remaining:
                 break
-            values = counter.count_batch([inner for _, _, inner, _ in remaining])
+            values = _count_in_slices(counter, [inner for _, _, inner, _ in remaining])
             still: list[tuple[int, int, str, list[int]]] = []
             for (start, end, inner, counts), value in zip(remaining, values, strict=True):
                 counts.append(value)
@@ -305,6 +305,20 @@ class ChineseTextSplitter(TextSplitter):
                 width = min(width, int(max_tokens * length_counted / (n * _WINDOW_FRACTION)))
         width = max(1, width)
         return [(s, min(s + width, end)) for s in range(start, end, width)]
+
+
+#: Pieces counted per tokenizer call: a fast tokenizer keeps an Encoding (ids, offsets, tokens)
+#: per token of the whole batch alive at once, ~150 bytes a token.
+_COUNT_SLICE = 2048
+
+
+def _count_in_slices(counter: TokenCounter, texts: Sequence[str]) -> list[int]:
+    """``counter.count_batch(texts)`` in slices, so a huge text never has all its pieces'
+    encodings in memory together."""
+    counts: list[int] = []
+    for start in range(0, len(texts), _COUNT_SLICE):
+        counts.extend(counter.count_batch(texts[start : start + _COUNT_SLICE]))
+    return counts
 
 
 def _cut(pattern: re.Pattern[str], text: str, start: int, end: int) -> list[tuple[int, int]]:

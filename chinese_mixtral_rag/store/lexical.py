@@ -53,6 +53,13 @@ def lexical_tokens(text: str) -> list[str]:
     return tokens
 
 
+def lexical_terms(text: str) -> str:
+    """:func:`lexical_tokens` joined by spaces (no token holds one): the compact form chunks'
+    tokens travel in from worker processes and are cached in, a single string instead of a list
+    of thousands (a list of short strings costs ~85 bytes per token; this ~6)."""
+    return " ".join(lexical_tokens(text))
+
+
 def fingerprint(ids: Iterable[str]) -> str:
     """A digest of a set of chunk ids (order does not matter) and of the tokenization scheme."""
     digest = hashlib.sha256(LEXICAL_SCHEME.encode())
@@ -65,7 +72,8 @@ def fingerprint(ids: Iterable[str]) -> str:
 class LexicalIndex:
     """A BM25 index over chunk ids, stored in ``directory``.
 
-    Layout: ``tokens-<scheme>.sqlite`` (cache: chunk id -> tokens), ``index-<fingerprint>/``
+    Layout: ``tokens-<scheme>.sqlite`` (cache: chunk id -> its :func:`lexical_terms`),
+    ``index-<fingerprint>/``
     (bm25s files and ``ids.json``) and ``CURRENT`` naming the live index; ``CURRENT`` is replaced
     atomically, so a reader never sees a half-written index.
     """
@@ -82,27 +90,25 @@ class LexicalIndex:
         db.execute("CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, tokens TEXT NOT NULL)")
         return db
 
-    def put_tokens(self, items: Iterable[tuple[str, Sequence[str]]]) -> None:
-        """Cache the tokens of chunks about to be written (so the rebuild need not re-tokenize)."""
-        rows = [
-            (chunk_id, json.dumps(list(tokens), ensure_ascii=False)) for chunk_id, tokens in items
-        ]
+    def put_tokens(self, items: Iterable[tuple[str, str]]) -> None:
+        """Cache the :func:`lexical_terms` of chunks about to be written (so the rebuild need not
+        re-tokenize)."""
+        rows = list(items)
         if not rows:
             return
         with self._db() as db:
             db.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?)", rows)
         db.close()
 
-    def _cached_tokens(self, ids: Sequence[str]) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
+    def _cached_tokens(self, ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
         db = self._db()
         try:
             for start in range(0, len(ids), 500):
                 part = ids[start : start + 500]
                 marks = ",".join("?" * len(part))
                 query = f"SELECT id, tokens FROM tokens WHERE id IN ({marks})"
-                for chunk_id, tokens in db.execute(query, part):
-                    found[chunk_id] = json.loads(tokens)
+                found.update(db.execute(query, part))
         finally:
             db.close()
         return found
@@ -131,17 +137,17 @@ class LexicalIndex:
         if missing:
             logger.info("tokenizing %d chunks not in the token cache", len(missing))
             fresh = [
-                (i, lexical_tokens(t)) for i, t in zip(missing, fetch_texts(missing), strict=True)
+                (i, lexical_terms(t)) for i, t in zip(missing, fetch_texts(missing), strict=True)
             ]
             self.put_tokens(fresh)
             tokens.update(fresh)
         target = self.directory / f"index-{print_name}"
+        self.remove_leftovers()
         scratch = self.directory / f"building-{os.getpid()}"
-        shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         if ids:
             index = bm25s.BM25()
-            index.index([tokens[i] or [""] for i in ids], show_progress=False)
+            index.index([tokens[i].split() or [""] for i in ids], show_progress=False)
             index.save(str(scratch), show_progress=False)
         (scratch / "ids.json").write_text(json.dumps(ids))
         shutil.rmtree(target, ignore_errors=True)
@@ -151,6 +157,16 @@ class LexicalIndex:
         os.replace(tmp_marker, self.directory / "CURRENT")
         self._prune(keep=target.name, ids=set(ids))
         self._loaded = None
+
+    def remove_leftovers(self) -> None:
+        """What builds killed half-way left behind (``building-<pid>/``, ``CURRENT.<pid>``).
+
+        Only the writer calls this, under the collection's ingest lock, so no other build of
+        this index can be running."""
+        for leftover in self.directory.glob("building-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for marker in self.directory.glob("CURRENT.*"):
+            marker.unlink(missing_ok=True)
 
     def _prune(self, keep: str, ids: set[str]) -> None:
         """Drop old index directories and cached tokens of chunks that no longer exist."""

@@ -696,10 +696,10 @@ def test_read_errors_become_document_errors(
 ) -> None:
     path = _write(tmp_path, "locked.txt", "内容")
 
-    def fail(self: Path) -> bytes:
+    def fail(*args: object, **kwargs: object) -> int:
         raise error
 
-    monkeypatch.setattr(Path, "read_bytes", fail)
+    monkeypatch.setattr(os, "open", fail)  # files are opened with os.open (non-blocking)
     with pytest.raises(DocumentError, match=pattern):
         load_file(path)
 

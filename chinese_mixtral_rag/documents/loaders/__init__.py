@@ -14,7 +14,9 @@ reason Chinese documents fail to load elsewhere.
 
 from __future__ import annotations
 
+import io
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from langchain_core.documents import Document
 
 from chinese_mixtral_rag.documents.cleaning import clean_text
 from chinese_mixtral_rag.documents.encoding import CURRENT_FILE, decode_text
+from chinese_mixtral_rag.documents.limits import ZIP_TYPES, FileLimits
 from chinese_mixtral_rag.documents.loaders.base import Loader, brief
 from chinese_mixtral_rag.documents.loaders.markup import load_eml, load_epub, load_html
 from chinese_mixtral_rag.documents.loaders.office import load_docx, load_pptx
@@ -33,6 +36,7 @@ from chinese_mixtral_rag.documents.loaders.text import (
     load_markdown,
     load_txt,
 )
+from chinese_mixtral_rag.documents.scan import read_regular_file
 from chinese_mixtral_rag.errors import DocumentError
 
 __all__ = ["SUPPORTED_EXTENSIONS", "decode_text", "load_file"]
@@ -71,35 +75,16 @@ _CONVERT_HINTS = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DocumentError(
-            f"{path.name}: file not found (moved or deleted since it was listed?); "
-            f"check the path {path}"
-        ) from None
-    except PermissionError:
-        raise DocumentError(
-            f"{path.name}: permission denied; make it readable (e.g. chmod u+r) or run as a "
-            "user who can read it"
-        ) from None
-    except IsADirectoryError:
-        raise DocumentError(f"{path.name}: is a directory, not a file; ingest the folder") from None
-    except OSError as exc:
-        raise DocumentError(
-            f"{path.name}: cannot read the file ({exc.strerror or brief(exc)}); check the disk "
-            "or network share and try again"
-        ) from None
-
-
-def load_file(path: Path) -> list[Document]:
+def load_file(path: Path, limits: FileLimits | None = None) -> list[Document]:
     """Load one file as cleaned, non-empty Documents in document order.
 
     PDFs and PPTX give one Document per page/slide (``page``, 1-based); Markdown, DOCX, HTML and
     EPUB one per section (``heading`` = heading path); other formats one per file. Every
     Document carries ``title``; text decoded from bytes carries ``encoding``. Raises
-    DocumentError, and only DocumentError, when the file cannot become text.
+    DocumentError, and only DocumentError, when the file cannot become text or holds more than
+    ``limits`` allow (default :class:`FileLimits`): only a regular file is read, never past its
+    size limit, a zip-based file is checked before it is unpacked, and the text extracted is
+    measured before it is cleaned and split.
     """
     path = Path(path)
     extension = path.suffix.lower()
@@ -112,18 +97,29 @@ def load_file(path: Path) -> list[Document]:
         )
     token = CURRENT_FILE.set(path.name)
     try:
-        return _load(path, loader)
+        return _load(path, loader, limits or FileLimits())
     finally:
         CURRENT_FILE.reset(token)
 
 
-def _load(path: Path, loader: Loader) -> list[Document]:
-    data = _read_bytes(path)
+def _load(path: Path, loader: Loader, limits: FileLimits) -> list[Document]:
+    extension = path.suffix.lower()
+    limit, _ = limits.limit_for(extension)
+    try:
+        limits.check_size(extension, path.stat().st_size)
+    except OSError:
+        pass  # read_regular_file says what is wrong with it
+    except DocumentError as exc:
+        raise DocumentError(f"{path.name}: {exc}") from None
+    data = read_regular_file(path, int(limit))
     if not data.strip():
         what = "the file is empty (0 bytes)" if not data else "no text (only whitespace)"
         raise DocumentError(f"{path.name}: {what}; nothing to ingest")
     try:
-        extracted = loader(data)
+        if extension in ZIP_TYPES:
+            _check_archive(data, limits)
+        extracted = loader(data, limits)
+        limits.check_text(sum(len(text.encode("utf-8", "replace")) for text, _ in extracted.parts))
     except DocumentError as exc:
         raise DocumentError(f"{path.name}: {exc}") from None
     except MemoryError:
@@ -146,3 +142,14 @@ def _load(path: Path, loader: Loader) -> list[Document]:
     if not documents:
         raise DocumentError(f"{path.name}: {extracted.empty_reason}; nothing to ingest")
     return documents
+
+
+def _check_archive(data: bytes, limits: FileLimits) -> None:
+    """Refuse a zip bomb before its parser inflates anything (a file that is not a zip at all is
+    left to its loader, which says what it is instead)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        return
+    with archive:
+        limits.check_zip(archive)

@@ -15,6 +15,7 @@ from typing import Any
 
 from chinese_mixtral_rag.documents.cleaning import clean_text
 from chinese_mixtral_rag.documents.encoding import decode
+from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.errors import DocumentError
 
 __all__ = [
@@ -115,5 +116,6 @@ def table_rows(rows: Iterable[Iterable[str]]) -> Iterator[str]:
             yield " | ".join(cells)
 
 
-Loader = Callable[[bytes], Extracted]
-"""Bytes of one file -> its text parts (raises :class:`DocumentError` when it has none)."""
+Loader = Callable[[bytes, FileLimits], Extracted]
+"""Bytes of one file and the ingest's limits -> its text parts (raises :class:`DocumentError`
+when it has none, or more than the limits allow)."""

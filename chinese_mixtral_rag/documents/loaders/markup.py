@@ -15,6 +15,7 @@ from chinese_mixtral_rag.documents.encoding import (
     normalize_newlines,
     sample_bytes,
 )
+from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.loaders.base import (
     Extracted,
     Sections,
@@ -152,14 +153,14 @@ def html_text_title(markup: str) -> tuple[list[tuple[str, dict[str, Any]]], str 
     return sections.parts(), title
 
 
-def load_html(data: bytes) -> Extracted:
+def load_html(data: bytes, limits: FileLimits) -> Extracted:
     declared = _META_CHARSET.search(data[:4096])
     text, encoding = text_or_error(data, declared.group(1).decode("ascii") if declared else None)
     parts, title = html_text_title(text)
     return Extracted(parts=parts, title=title, encoding=encoding)
 
 
-def load_epub(data: bytes) -> Extracted:
+def load_epub(data: bytes, limits: FileLimits) -> Extracted:
     import ebooklib
     from ebooklib import epub
 
@@ -218,7 +219,7 @@ def _mail_header(value: object) -> str:
     return " ".join("".join(pieces).split())
 
 
-def load_eml(data: bytes) -> Extracted:
+def load_eml(data: bytes, limits: FileLimits) -> Extracted:
     import email
     import email.policy
 

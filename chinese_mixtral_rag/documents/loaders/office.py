@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.loaders.base import (
     Extracted,
     Sections,
@@ -35,7 +36,7 @@ def _docx_heading_level(paragraph: Any) -> int | None:
     return None
 
 
-def load_docx(data: bytes) -> Extracted:
+def load_docx(data: bytes, limits: FileLimits) -> Extracted:
     import docx
     from docx.enum.text import WD_ALIGN_PARAGRAPH
     from docx.table import Table
@@ -94,7 +95,7 @@ def _pptx_shape_lines(shapes: Iterable[Any], skip_id: int | None) -> Iterator[st
             yield from table_rows(rows)
 
 
-def load_pptx(data: bytes) -> Extracted:
+def load_pptx(data: bytes, limits: FileLimits) -> Extracted:
     from pptx import Presentation
 
     try:

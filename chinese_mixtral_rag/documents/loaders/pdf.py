@@ -7,6 +7,7 @@ import re
 
 from chinese_mixtral_rag.documents.cleaning import join_broken_lines, remove_repeated_lines
 from chinese_mixtral_rag.documents.encoding import decode_text
+from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.loaders.base import Extracted, brief, clean_title
 from chinese_mixtral_rag.errors import DocumentError
 
@@ -23,7 +24,7 @@ def _pdf_title(raw: object) -> str | None:
     return clean_title(raw)
 
 
-def load_pdf(data: bytes) -> Extracted:
+def load_pdf(data: bytes, limits: FileLimits) -> Extracted:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError
 
@@ -42,8 +43,11 @@ def load_pdf(data: bytes) -> Extracted:
         except Exception:  # broken /Info dictionaries are common and harmless
             title = None
         texts: list[str] = []
+        extracted = 0
         for page in pages:
             texts.append(page.extract_text() or "")
+            extracted += len(texts[-1].encode("utf-8", "replace"))
+            limits.check_text(extracted)  # stop at the limit, not after the last page
     except DocumentError:
         raise
     except DependencyError as exc:

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 
+from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.loaders.base import (
     Extracted,
     Sections,
@@ -18,7 +19,7 @@ from chinese_mixtral_rag.documents.loaders.base import (
 from chinese_mixtral_rag.errors import DocumentError
 
 
-def load_txt(data: bytes) -> Extracted:
+def load_txt(data: bytes, limits: FileLimits) -> Extracted:
     text, encoding = text_or_error(data)
     return Extracted(parts=[(text, {})], encoding=encoding)
 
@@ -29,7 +30,7 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _FRONT_MATTER_TITLE = re.compile(r"^title:\s*[\"']?(.*?)[\"']?\s*$", re.MULTILINE)
 
 
-def load_markdown(data: bytes) -> Extracted:
+def load_markdown(data: bytes, limits: FileLimits) -> Extracted:
     text, encoding = text_or_error(data)
     title: str | None = None
     if text.startswith("---\n"):
@@ -79,7 +80,7 @@ def load_markdown(data: bytes) -> Extracted:
     return Extracted(parts=sections.parts(), title=title, encoding=encoding)
 
 
-def load_csv(data: bytes) -> Extracted:
+def load_csv(data: bytes, limits: FileLimits) -> Extracted:
     text, encoding = text_or_error(data)
     sample = text[:20_000]
     try:
@@ -149,7 +150,7 @@ def _json_error(exc: json.JSONDecodeError, where: str = "") -> DocumentError:
     )
 
 
-def load_json(data: bytes) -> Extracted:
+def load_json(data: bytes, limits: FileLimits) -> Extracted:
     text, encoding = text_or_error(data)
     try:
         value = json.loads(text)
@@ -162,7 +163,7 @@ def load_json(data: bytes) -> Extracted:
     return Extracted(parts=[("\n".join(line for line in lines if line), {})], encoding=encoding)
 
 
-def load_jsonl(data: bytes) -> Extracted:
+def load_jsonl(data: bytes, limits: FileLimits) -> Extracted:
     text, encoding = text_or_error(data)
     lines = []
     for number, line in enumerate(text.split("\n"), start=1):
