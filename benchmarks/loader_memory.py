@@ -27,14 +27,16 @@ FORMATS = ("txt", "md", "csv", "json", "jsonl", "html", "docx", "pdf")
 CHILD = """
 import resource, sys, json
 from pathlib import Path
+from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ingest
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
-folder, store, embedder, limits = sys.argv[1:5]
+folder, store, embedder = sys.argv[1:4]
 kb = KnowledgeBase("memory", resolve_embedding_model(embedder), persist_dir=Path(store))
 spec = ChunkingSpec(embedding_path=kb.embedding.path)
-report = ingest(folder, kb, spec, workers=0)
+unlimited = FileLimits(max_text_mb=1e6, max_file_mb=1e6, max_inflated_mb=1e6)
+report = ingest(folder, kb, spec, workers=0, limits=unlimited)
 print(json.dumps({
     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "chunks": report.chunks_written,
@@ -74,12 +76,18 @@ def write(fmt: str, path: Path, megabytes: float) -> None:
         )
     elif fmt == "jsonl":
         path.write_text(
-            "\n".join(json.dumps({"n": n, "text": p}, ensure_ascii=False) for n, p in enumerate(chosen)),
+            "\n".join(
+                json.dumps({"n": n, "text": p}, ensure_ascii=False) for n, p in enumerate(chosen)
+            ),
             encoding="utf-8",
         )
     elif fmt == "html":
-        body = "".join(f"<h2>第{n}段</h2>" if n % 20 == 0 else f"<p>{p}</p>" for n, p in enumerate(chosen))
-        path.write_text(f"<html><head><title>三国</title></head><body>{body}</body></html>", encoding="utf-8")
+        body = "".join(
+            f"<h2>第{n}段</h2>" if n % 20 == 0 else f"<p>{p}</p>" for n, p in enumerate(chosen)
+        )
+        path.write_text(
+            f"<html><head><title>三国</title></head><body>{body}</body></html>", encoding="utf-8"
+        )
     elif fmt == "docx":
         import docx
 
@@ -109,11 +117,19 @@ def measure(fmt: str, megabytes: float, embedder: Path) -> dict[str, float]:
         write(fmt, path, megabytes)
         size = path.stat().st_size / 2**20
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(folder), str(Path(scratch) / "store"), str(embedder), ""],
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                str(folder),
+                str(Path(scratch) / "store"),
+                str(embedder),
+                "",
+            ],
             capture_output=True,
             text=True,
             check=True,
-            env={"CMR_MAX_FILE_MB": "100000", "PATH": "/usr/bin:/bin"},
+            env={"PATH": "/usr/bin:/bin"},
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         return {"size_mb": size, **result}
@@ -130,7 +146,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         embedder = build_tiny_embedder(Path(scratch) / "tiny-embedder")
-        print(f"| format | MB | peak RSS MB | MB | peak RSS MB | RSS per input MB | limit for {args.budget:.0f} MB |")
+        print(
+            "| format | MB | peak RSS MB | MB | peak RSS MB | RSS per input MB | "
+            f"limit for {args.budget:.0f} MB |"
+        )
         print("|---|---|---|---|---|---|---|")
         for fmt in args.formats.split(","):
             a = measure(fmt, small, embedder)

@@ -96,13 +96,14 @@ def flags_of_settings(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def translate(message: str, flags: dict[str, str]) -> str:
     """A core message in command-line words: ``model_path=`` becomes ``--model-path``,
-    ``backend='transformers'`` becomes ``--backend transformers``."""
+    ``backend='transformers'`` becomes ``--backend transformers``, ``follow_symlinks=True``
+    becomes ``--follow-symlinks``."""
     if not flags:
         return message
     names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
-    pattern = re.compile(rf"\b({names})=(?:'([^']*)'|\"([^\"]*)\"|(?=[\s),.;]|$))")
+    pattern = re.compile(rf"\b({names})=(?:'([^']*)'|\"([^\"]*)\"|True\b|(?=[\s),.;]|$))")
 
-    def flag(match: re.Match[str]) -> str:
+    def flag(match: re.Match[str]) -> str:  # name=True is a switch: the flag alone
         value = match.group(2) if match.group(2) is not None else match.group(3)
         return flags[match.group(1)] + (f" {value}" if value else "")
 

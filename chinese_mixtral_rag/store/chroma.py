@@ -52,3 +52,69 @@ def is_missing_collection(exc: Exception) -> bool:
     except ImportError:  # pragma: no cover - chromadb is installed when a client exists
         return False
     return isinstance(exc, NotFoundError) or "does not exist" in str(exc)
+
+
+#: What Chroma's and SQLite's messages say, and what it means for the user.
+_CAUSES = (
+    (
+        (
+            "disk is full",
+            "no space left",
+            "enospc",
+            "file too large",
+            "disk i/o error",
+            "compaction",
+            "efbig",
+        ),
+        "the disk is full or failing",
+        "free some space (or move the store with CMR_PERSIST_DIR) and run the same command again",
+    ),
+    (
+        ("readonly", "read-only", "permission denied", "operation not permitted"),
+        "it cannot be written (read-only or not permitted)",
+        "make the folder writable by this user and run the same command again",
+    ),
+    (
+        ("database is locked", "locked"),
+        "another process holds it locked",
+        "wait for the other ingest or app to finish, then run the same command again",
+    ),
+    (
+        ("malformed", "not a database", "corrupt", "database disk image"),
+        "its database is damaged",
+        "restore it from a backup, or ingest into a new CMR_PERSIST_DIR (the documents are "
+        "still on disk)",
+    ),
+)
+
+
+def describe_failure(exc: BaseException, where: str, action: str, free_dir: Path | None) -> str:
+    """One sentence for a failure of the store: what failed, why, and what to do."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    known = ((cause, fix) for needles, cause, fix in _CAUSES if any(n in text for n in needles))
+    cause, fix = next(
+        known, (f"it failed ({type(exc).__name__}: {exc})", "run the same command again")
+    )
+    free = ""
+    if free_dir is not None:
+        import shutil
+
+        try:
+            free = f"; {shutil.disk_usage(free_dir).free / (1 << 20):.0f} MB free there now"
+        except OSError:
+            free = ""
+    return (
+        f"The knowledge base store at {where} could not be used while {action}: {cause}{free}. "
+        f"Nothing already stored is lost; {fix}."
+    )
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """An error of Chroma, of SQLite or of the file system underneath the store."""
+    import sqlite3
+
+    try:
+        from chromadb.errors import ChromaError
+    except ImportError:  # pragma: no cover - no chromadb, no store
+        return isinstance(exc, sqlite3.Error | OSError)
+    return isinstance(exc, ChromaError | sqlite3.Error | OSError)

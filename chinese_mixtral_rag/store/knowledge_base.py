@@ -34,7 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from chinese_mixtral_rag.errors import StoreError
-from chinese_mixtral_rag.store.chroma import chroma_client, is_missing_collection
+from chinese_mixtral_rag.store.chroma import (
+    chroma_client,
+    describe_failure,
+    is_missing_collection,
+    is_store_failure,
+)
 from chinese_mixtral_rag.store.embeddings import (
     EmbeddingModelInfo,
     load_embeddings,
@@ -196,7 +201,23 @@ class KnowledgeBase:
     # -- opening ----------------------------------------------------------------------------
 
     def _client(self) -> Any:
-        return chroma_client(self.persist_dir, self.host, self.port)
+        with self._failures("opening the store"):
+            return chroma_client(self.persist_dir, self.host, self.port)
+
+    @contextmanager
+    def _failures(self, action: str) -> Iterator[None]:
+        """Chroma, SQLite and file-system errors as one :class:`StoreError` that says what
+        failed, why and what to do (disk full, read-only, locked, damaged)."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            where = f"{self.host}:{self.port}" if self.host else str(self.persist_dir)
+            free = self.persist_dir if self.persist_dir.is_dir() else None
+            raise StoreError(describe_failure(exc, where, action, free)) from exc
 
     def _store_exists(self) -> bool:
         """False for an embedded store whose folder was never made (nothing to open)."""
@@ -209,6 +230,10 @@ class KnowledgeBase:
             return self._collection
         if not create and not self._store_exists():
             return None
+        with self._failures(f"opening knowledge base {self.name!r}"):
+            return self._open_collection(create)
+
+    def _open_collection(self, create: bool) -> Any:
         client = self._client()
         metadata: dict[str, Any] = {"embedding_model": self.embedding.name, "cmrag_schema": SCHEMA}
         if self.embedding.fingerprint:
@@ -237,7 +262,8 @@ class KnowledgeBase:
 
     def _record(self, collection: Any, **values: Any) -> None:
         self._metadata.update(values)
-        collection.modify(metadata=dict(self._metadata))
+        with self._failures(f"recording the embedding model of {self.name!r}"):
+            collection.modify(metadata=dict(self._metadata))
 
     def _check_embedding(self, stored: dict[str, Any]) -> None:
         if "cmrag_schema" not in stored:
@@ -291,7 +317,8 @@ class KnowledgeBase:
     def exists(self) -> bool:
         if not self._store_exists():
             return False
-        return self.name in {c.name for c in self._client().list_collections()}
+        with self._failures("listing its knowledge bases"):
+            return self.name in {c.name for c in self._client().list_collections()}
 
     @property
     def embeddings(self) -> Embeddings:
@@ -302,8 +329,10 @@ class KnowledgeBase:
     def writing(self) -> Iterator[None]:
         """Hold the collection's ingest lock: two ingests into one collection would interleave.
         Every method that writes needs it."""
-        self.lexical.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.lexical.directory / "ingest.lock", "w") as lock:
+        with self._failures(f"locking knowledge base {self.name!r} for writing"):
+            self.lexical.directory.mkdir(parents=True, exist_ok=True)
+            lock = open(self.lexical.directory / "ingest.lock", "w")  # noqa: SIM115
+        with lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
@@ -311,8 +340,9 @@ class KnowledgeBase:
                     f"Another ingest into collection {self.name!r} is running; wait for it to "
                     "finish (running both would interleave their writes)."
                 ) from exc
-            lock.write(str(os.getpid()))
-            lock.flush()
+            with self._failures(f"locking knowledge base {self.name!r} for writing"):
+                lock.write(str(os.getpid()))
+                lock.flush()
             self._writing = True
             try:
                 yield
@@ -333,7 +363,8 @@ class KnowledgeBase:
     # -- reading ----------------------------------------------------------------------------
 
     def _batch_limit(self) -> int:
-        return int(self._client().get_max_batch_size())
+        with self._failures("asking for its batch size"):
+            return int(self._client().get_max_batch_size())
 
     def _pages(self, include: list[str], where: Mapping[str, Any] | None = None) -> Iterator[Any]:
         collection = self._open(create=False)
@@ -342,9 +373,13 @@ class KnowledgeBase:
         limit = self._batch_limit()
         offset = 0
         while True:
-            page = collection.get(
-                where=dict(where) if where else None, include=include, limit=limit, offset=offset
-            )
+            with self._failures(f"reading knowledge base {self.name!r}"):
+                page = collection.get(
+                    where=dict(where) if where else None,
+                    include=include,
+                    limit=limit,
+                    offset=offset,
+                )
             if not page["ids"]:
                 return
             yield page
@@ -357,7 +392,9 @@ class KnowledgeBase:
             return
         limit = self._batch_limit()
         for start in range(0, len(ids), limit):
-            yield collection.get(ids=list(ids[start : start + limit]), include=include)
+            with self._failures(f"reading knowledge base {self.name!r}"):
+                page = collection.get(ids=list(ids[start : start + limit]), include=include)
+            yield page
 
     def file_states(self) -> dict[str, FileState]:
         """Per source file: hashes, chunking, expected and stored chunk counts."""
@@ -389,7 +426,10 @@ class KnowledgeBase:
 
     def count(self) -> int:
         collection = self._open(create=False)
-        return int(collection.count()) if collection is not None else 0
+        if collection is None:
+            return 0
+        with self._failures(f"counting the chunks of {self.name!r}"):
+            return int(collection.count())
 
     def texts(self, ids: Sequence[str]) -> list[str]:
         """Chunk texts in the order of ``ids``."""
@@ -418,20 +458,23 @@ class KnowledgeBase:
 
     def index_state(self) -> IndexState:
         """Chunks stored and chunks in the BM25 index (cheap: two counts, no listing)."""
-        indexed = len(self.lexical.ids()) if self.lexical.current() else 0
+        with self._failures(f"reading the BM25 index of {self.name!r}"):
+            indexed = len(self.lexical.ids()) if self.lexical.current() else 0
         return IndexState(stored=self.count(), indexed=indexed)
 
     def lexical_search(
         self, query: str, k: int, allowed: Collection[str] | None = None
     ) -> list[tuple[str, float]]:
         """BM25 hits (chunk id, score) for ``query``; none while there is no index."""
-        if not self.lexical.current():
-            return []
-        return self.lexical.search(query, k, allowed=allowed)
+        with self._failures(f"searching the BM25 index of {self.name!r}"):
+            if not self.lexical.current():
+                return []
+            return self.lexical.search(query, k, allowed=allowed)
 
     def token_weights(self, tokens: Iterable[str]) -> dict[str, float]:
         """BM25 inverse document frequency of each token ({} while there is no index)."""
-        return self.lexical.idf(tokens) if self.lexical.current() else {}
+        with self._failures(f"reading the BM25 index of {self.name!r}"):
+            return self.lexical.idf(tokens) if self.lexical.current() else {}
 
     def vectorstore(self) -> Any:
         """The collection as a LangChain ``Chroma`` vector store with our embeddings."""
@@ -482,16 +525,17 @@ class KnowledgeBase:
         summary.embedded = len(unique)
         if ids:
             self._check_dimension(collection, vectors[ids[0]])
-        self.lexical.put_tokens(zip(ids, terms, strict=True))
         limit = self._batch_limit()
-        for start in range(0, len(ids), limit):
-            end = start + limit
-            collection.upsert(
-                ids=ids[start:end],
-                documents=texts[start:end],
-                metadatas=metadatas[start:end],
-                embeddings=np.stack([vectors[i] for i in ids[start:end]]),
-            )
+        with self._failures(f"writing {len(ids)} chunks of {len(files)} file(s)"):
+            self.lexical.put_tokens(zip(ids, terms, strict=True))
+            for start in range(0, len(ids), limit):
+                end = start + limit
+                collection.upsert(
+                    ids=ids[start:end],
+                    documents=texts[start:end],
+                    metadatas=metadatas[start:end],
+                    embeddings=np.stack([vectors[i] for i in ids[start:end]]),
+                )
         written = set(ids)
         for file in files:
             if file.replaces:
@@ -521,8 +565,9 @@ class KnowledgeBase:
     def _delete(self, ids: Sequence[str]) -> None:
         collection = self._writable()
         limit = self._batch_limit()
-        for start in range(0, len(ids), limit):
-            collection.delete(ids=list(ids[start : start + limit]))
+        with self._failures(f"deleting {len(ids)} chunks"):
+            for start in range(0, len(ids), limit):
+                collection.delete(ids=list(ids[start : start + limit]))
 
     def delete_source(self, source: str) -> int:
         """Remove every chunk of one file; returns how many there were."""
@@ -534,20 +579,22 @@ class KnowledgeBase:
     def reset(self) -> None:
         """Delete the collection and its lexical index."""
         self._require_lock()
-        if self.exists():
-            self._client().delete_collection(self.name)
-        self._collection = None
-        self.lexical.remove()
+        with self._failures(f"deleting knowledge base {self.name!r}"):
+            if self.exists():
+                self._client().delete_collection(self.name)
+            self._collection = None
+            self.lexical.remove()
 
     def refresh_index(self) -> bool:
         """Rebuild the BM25 index unless it covers exactly the stored chunks; True if rebuilt."""
         self._require_lock()
-        self.lexical.remove_leftovers()  # of a build killed half-way
-        ids = self.all_ids()
-        if self.lexical.is_current(ids):
-            return False
-        self.lexical.rebuild(ids, self.texts)
-        return True
+        with self._failures(f"rebuilding the BM25 index of {self.name!r}"):
+            self.lexical.remove_leftovers()  # of a build killed half-way
+            ids = self.all_ids()
+            if self.lexical.is_current(ids):
+                return False
+            self.lexical.rebuild(ids, self.texts)
+            return True
 
 
 def describe_stale(kb: KnowledgeBase, state: IndexState) -> str:

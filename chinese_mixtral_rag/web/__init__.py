@@ -5,7 +5,7 @@
 command line imports it.
 """
 
-from chinese_mixtral_rag.web.app import MAX_QUESTION_CHARS, MAX_UPLOAD_MB, Conversation, WebApp
+from chinese_mixtral_rag.web.app import MAX_QUESTION_CHARS, Conversation, WebApp
 from chinese_mixtral_rag.web.ui import build_app, launch
 
-__all__ = ["MAX_QUESTION_CHARS", "MAX_UPLOAD_MB", "Conversation", "WebApp", "build_app", "launch"]
+__all__ = ["MAX_QUESTION_CHARS", "Conversation", "WebApp", "build_app", "launch"]

@@ -21,8 +21,6 @@ from chinese_mixtral_rag.web.text import MODES, TEXT
 
 #: Longest question accepted (a pasted book is an upload, not a question).
 MAX_QUESTION_CHARS = 4000
-#: Largest upload accepted, in MB.
-MAX_UPLOAD_MB = 100
 
 
 @dataclass
@@ -31,6 +29,21 @@ class Conversation:
 
     messages: list[dict[str, str]] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|~]")
+
+
+def as_text(text: str) -> str:
+    """``text`` shown as itself in a Markdown or HTML output: a file named
+    ``<img src=x onerror=...>`` or ``[click](http://...)`` stays a name, never markup."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", html.escape(text, quote=False))
+
+
+def as_answer(text: str) -> str:
+    """A model's answer for the chat: its Markdown kept (lists, bold), its HTML shown as text,
+    and images disabled, so text planted in a document cannot make the browser fetch a URL."""
+    return html.escape(text, quote=False).replace("![", "!\\[")
 
 
 def link_citations(answer: str, count: int) -> str:
@@ -120,6 +133,7 @@ class WebApp:
         self, paths: Sequence[str], collection: str, progress: Any = None
     ) -> tuple[str, list[str]]:
         """Check, copy and ingest uploaded files; returns (status message, warnings)."""
+        from chinese_mixtral_rag.documents.limits import FileLimits
         from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
         from chinese_mixtral_rag.documents.pipeline import (
             ChunkingSpec,
@@ -131,6 +145,7 @@ class WebApp:
         text = self.text
         if not paths:
             raise ChineseMixtralError(text["no_files"])
+        limits = FileLimits.for_store(self.settings)
         kb = self.kb(collection)
         folder = self.upload_dir(kb.name)
         problems: list[str] = []
@@ -142,9 +157,12 @@ class WebApp:
                 exts = " ".join(sorted(SUPPORTED_EXTENSIONS))
                 problems.append(text["bad_type"].format(name=name, exts=exts))
                 continue
-            size_mb = path.stat().st_size / 2**20
-            if size_mb > MAX_UPLOAD_MB:
-                problems.append(text["too_big"].format(name=name, mb=size_mb, max=MAX_UPLOAD_MB))
+            size = path.stat().st_size
+            limit, _ = limits.limit_for(path.suffix)
+            if size > limit:
+                problems.append(
+                    text["too_big"].format(name=name, mb=size / 2**20, max=limit / 2**20)
+                )
                 continue
             accepted.append(path)
         if not accepted:
@@ -167,7 +185,7 @@ class WebApp:
                         progress((self.done, self.total), desc=outcome.source)
 
         spec = ChunkingSpec.for_store(self.settings, kb)
-        report = ingest(folder, kb, spec, workers=0, progress=Progress())
+        report = ingest(folder, kb, spec, workers=0, progress=Progress(), limits=limits)
         lines = [
             text["ingested"].format(
                 added=report.count("added"),
@@ -236,7 +254,7 @@ class WebApp:
         shown = question or f"[{mode_label}] {', '.join(selected)}"
         messages = [
             *conversation.messages,
-            {"role": "user", "content": shown},
+            {"role": "user", "content": as_text(shown)},
             {"role": "assistant", "content": ""},
         ]
         answer = ""
@@ -258,12 +276,17 @@ class WebApp:
             if "cited" in event:
                 cited = list(event["cited"])
             if mode == "search" and sources:
-                answer = "\n".join(
-                    f"[{s.n}] {s.source}"
+                shown_answer = "\n".join(
+                    f"[{s.n}] {as_text(s.source)}"
                     + (f" {text['page'].format(page=s.page)}" if s.page else "")
                     for s in sources
                 )
-            messages[-1] = {"role": "assistant", "content": link_citations(answer, len(sources))}
+            else:
+                shown_answer = as_answer(answer)
+            messages[-1] = {
+                "role": "assistant",
+                "content": link_citations(shown_answer, len(sources)),
+            }
             current = Conversation(messages=list(messages), history=conversation.history)
             yield current, source_cards(sources, text, cited), budget
         history = conversation.history
@@ -284,5 +307,5 @@ class WebApp:
             used=report.prompt_tokens, limit=report.limit, material=report.material_tokens
         )
         if report.whole_sources:
-            line += self.text["whole"].format(names="、".join(report.whole_sources))
+            line += self.text["whole"].format(names="、".join(map(as_text, report.whole_sources)))
         return line

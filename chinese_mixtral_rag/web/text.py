@@ -33,7 +33,7 @@ TEXT: dict[str, dict[str, str]] = {
         "need_model": "此模式需要模型；当前为仅检索模式。",
         "no_files": "请先选择要上传的文件。",
         "bad_type": "不支持的文件类型：{name}。支持：{exts}",
-        "too_big": "文件太大：{name}（{mb:.0f} MB，上限 {max} MB）。",
+        "too_big": "文件太大：{name}（{mb:.1f} MB，此类文件上限 {max:.0f} MB）。",
         "ingested": "导入完成：新增 {added}，更新 {updated}，未变 {unchanged}，失败 {failed}。",
         "failed": "失败：{name}：{reason}",
         "removed": "已删除 {name}（{n} 个片段）。",
@@ -81,7 +81,7 @@ TEXT: dict[str, dict[str, str]] = {
         "need_model": "This mode needs a model; the app runs in search-only mode.",
         "no_files": "Choose files to upload first.",
         "bad_type": "Unsupported file type: {name}. Supported: {exts}",
-        "too_big": "File too large: {name} ({mb:.0f} MB, at most {max} MB).",
+        "too_big": "File too large: {name} ({mb:.1f} MB; at most {max:.0f} MB for this type).",
         "ingested": "Ingested: {added} added, {updated} updated, {unchanged} unchanged, "
         "{failed} failed.",
         "failed": "Failed: {name}: {reason}",

@@ -7,13 +7,14 @@ answers one question at a time (one queue slot for generation); ingest has its o
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from chinese_mixtral_rag.errors import ChineseMixtralError
-from chinese_mixtral_rag.web.app import MAX_UPLOAD_MB, Conversation, WebApp
+from chinese_mixtral_rag.web.app import Conversation, WebApp, as_text
 from chinese_mixtral_rag.web.text import CSS
 
 
@@ -34,10 +35,10 @@ def build_app(app: WebApp | None = None) -> Any:
         them (the document table, the conversation) with an error overlay."""
 
         def failed(exc: ChineseMixtralError) -> tuple[Any, ...]:
-            gr.Warning(str(exc))
+            gr.Warning(html.escape(str(exc)))  # a toast renders HTML: names must stay text
             result = [gr.skip()] * outputs
             if notice is not None:
-                result[notice] = f"⚠️ {exc}"
+                result[notice] = f"⚠️ {as_text(str(exc))}"
             return tuple(result) if outputs > 1 else result[0]
 
         if inspect.isgeneratorfunction(function):
@@ -126,7 +127,7 @@ def build_app(app: WebApp | None = None) -> Any:
                 sources = gr.HTML(elem_id="sources")
 
         def refresh_and_notice(name: str) -> tuple[Any, Any, Any, Any]:
-            return (*refresh(name), web.index_notice(name))
+            return (*refresh(name), as_text(web.index_notice(name)))
 
         def refresh(name: str) -> tuple[Any, Any, Any]:
             rows = web.documents(name)
@@ -146,13 +147,13 @@ def build_app(app: WebApp | None = None) -> Any:
         ) -> tuple[Any, ...]:
             message, problems = web.ingest_files(paths or [], name, progress)
             for problem in problems:
-                gr.Warning(problem)
-            return (message, *refresh(name), None)
+                gr.Warning(html.escape(problem))
+            return (as_text(message), *refresh(name), None)
 
         def on_remove(name: str, source: str | None) -> tuple[Any, ...]:
             if not source:
                 raise ChineseMixtralError(text["doc_to_remove"])
-            return (web.remove(name, source), *refresh(name))
+            return (as_text(web.remove(name, source)), *refresh(name))
 
         def on_ask(
             q: str,
@@ -245,7 +246,8 @@ def launch(
     """Serve the app (local only unless ``host`` says otherwise)."""
     import gradio as gr
 
-    demo = build_app(app)
+    web = app or WebApp()
+    demo = build_app(web)
     demo.launch(
         server_name=host,
         server_port=port,
@@ -255,7 +257,7 @@ def launch(
         theme=gr.themes.Default(
             font=["WenQuanYi Zen Hei", "Noto Sans CJK SC", "sans-serif"], font_mono=["monospace"]
         ),
-        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        max_file_size=f"{max(web.settings.max_file_mb, web.settings.max_text_mb):.0f}mb",
         footer_links=[],
         show_error=True,
     )
