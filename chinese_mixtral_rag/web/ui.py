@@ -29,6 +29,12 @@ def build_app(app: WebApp | None = None) -> Any:
     labels = [label for label, _, _ in web.modes.values()]
     default_mode = labels[0] if web.chat is not None else web.modes["search"][0]
 
+    def table(rows: list[list[Any]]) -> list[list[Any]]:
+        """Document rows for the Dataframe: its plain-text cells drop ``<`` and ``>`` (a file
+        ``<img ...>.md`` would show as ``img ....md``), so names go in an HTML column, escaped:
+        shown exactly, never live."""
+        return [[html.escape(str(row[0])), *row[1:]] for row in rows]
+
     def guard(function: Any, outputs: int, notice: int | None = None) -> Any:
         """Show our errors as a warning toast and, when the event has one, in its message output
         (``notice``), leaving every other output as it was: ``gr.Error`` would cover all of
@@ -82,8 +88,9 @@ def build_app(app: WebApp | None = None) -> Any:
                 status = gr.Markdown(elem_id="ingest-status")
                 documents = gr.Dataframe(
                     headers=[text["col_file"], text["col_chunks"], text["col_time"]],
-                    value=web.documents(web.settings.collection),
+                    value=table(web.documents(web.settings.collection)),
                     label=text["docs"],
+                    datatype=["html", "number", "str"],
                     interactive=False,
                     elem_id="documents",
                 )
@@ -132,7 +139,11 @@ def build_app(app: WebApp | None = None) -> Any:
         def refresh(name: str) -> tuple[Any, Any, Any]:
             rows = web.documents(name)
             names = [row[0] for row in rows]
-            return rows, gr.update(choices=names, value=None), gr.update(choices=names, value=[])
+            return (
+                table(rows),
+                gr.update(choices=names, value=None),
+                gr.update(choices=names, value=[]),
+            )
 
         def on_create(name: str) -> tuple[Any, ...]:
             kb = web.kb(name.strip())

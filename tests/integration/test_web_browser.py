@@ -190,3 +190,69 @@ def test_upload_ingest_ask_and_bad_input_in_chromium(url: str, tmp_path: Path) -
             phases.done("bad input")
         finally:
             browser.close()
+
+
+HOSTILE_NAME = "<img src=x onerror=alert(11)>恶意.md"
+HOSTILE_TEXT = (
+    "# 行政区域的说明\n\n"
+    '全国分为省、自治区、直辖市。<img src="http://127.0.0.1:9/track.png">'
+    "<script>window.__pwned = 1</script>\n\n"
+    "省、自治区分为自治州、县、自治县、市。![追踪](http://127.0.0.1:9/pixel.png)"
+    "[点我](javascript:window.__pwned=3)\n"
+)
+
+
+def test_hostile_names_and_passages_show_as_text_in_chromium(
+    url: str, tmp_path: Path, tiny_embedder: Path
+) -> None:
+    from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ingest
+    from chinese_mixtral_rag.store import open_knowledge_base
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # Ingested from a folder (Gradio's upload would clean the name of its brackets itself).
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / HOSTILE_NAME).write_text(HOSTILE_TEXT, encoding="utf-8")
+    settings = Settings(
+        persist_dir=tmp_path / "store",
+        embedding_model=str(tiny_embedder),
+        collection="browser-test",
+    )
+    kb = open_knowledge_base(settings)
+    assert not ingest(folder, kb, ChunkingSpec.for_store(settings, kb), workers=0).failures
+    upload = tmp_path / "upload" / "上传.md"
+    upload.parent.mkdir()
+    upload.write_text(HOSTILE_TEXT.replace("行政区域", "上传的区域"), encoding="utf-8")
+    outside: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+            page.on("request", lambda r: outside.append(r.url) if ":9/" in r.url else None)
+            page.goto(url)
+            expect(page.locator("#ask")).to_be_visible(timeout=20_000)
+            expect(page.locator("#documents")).to_contain_text(HOSTILE_NAME, timeout=20_000)
+            page.set_input_files("#upload input[type=file]", upload)
+            page.click("#ingest")
+            expect(page.locator("#ingest-status")).to_contain_text("导入完成", timeout=40_000)
+            # Search only: the chat lists the file names; the cards show the passages.
+            page.locator("#mode").get_by_text("仅检索").click()
+            page.fill("#question textarea", "行政区域 <img src=x onerror=window.__pwned=2>")
+            page.click("#ask")
+            cards = page.locator("#sources .source-card")
+            expect(cards.first).to_be_visible(timeout=30_000)
+            chatbot = page.locator("#chatbot")
+            expect(chatbot).to_contain_text(HOSTILE_NAME, timeout=30_000)
+            expect(chatbot).to_contain_text("<img src=x onerror=window.__pwned=2>")
+            expect(cards.first).to_contain_text("<script>window.__pwned = 1</script>")
+            page.wait_for_timeout(500)
+            shot(page, "06-hostile-names.png")
+            for area in ("#chatbot", "#sources", "#ingest-status", "#documents"):
+                for tag in ("img", "script", "iframe", "a[href^='javascript']"):
+                    assert page.locator(f"{area} {tag}").count() == 0, f"a live {tag} in {area}"
+            assert page.evaluate("window.__pwned") is None
+            assert outside == [], f"the page fetched {outside}"
+        finally:
+            browser.close()
