@@ -183,7 +183,8 @@ def parse_file(job: _Job) -> _Parsed:
             parsed.metadatas.append(chunk.metadata)
             parsed.terms.append(lexical_terms(chunk.page_content))
     except (DocumentError, OSError) as exc:
-        parsed.error = str(exc)
+        # The report says which file; the loader's message starts with its name too.
+        parsed.error = str(exc).removeprefix(f"{job.path.name}: ")
     except Exception as exc:  # a loader bug must not stop the folder: report it like a bad file
         logger.exception("unexpected error reading %s", job.path)
         parsed.error = f"{type(exc).__name__}: {exc}"

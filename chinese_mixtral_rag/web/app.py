@@ -31,7 +31,10 @@ class Conversation:
     history: list[tuple[str, str]] = field(default_factory=list)
 
 
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|~]")
+#: What can start markup in a line of text: code, emphasis, links and images (HTML is escaped
+#: separately). Dots, dashes and underscores inside names stay as they are, so that the text an
+#: API client reads is still the plain name.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]!]")
 
 
 def as_text(text: str) -> str:

@@ -132,13 +132,15 @@ def write_docx_bomb(path: Path, inflated_mb: int) -> None:
             if member.filename != "word/document.xml":
                 bomb.writestr(member, source.read(member))
         xml = source.read("word/document.xml").decode()
-        head, tail = xml.split("正文")
+        start = xml.index("<w:p>") if "<w:p>" in xml else xml.index("<w:p ")
+        end = xml.index("</w:p>") + len("</w:p>")
+        paragraph = xml[start:end].replace("正文", "文" * 200).encode()
+        block = paragraph * ((1 << 20) // len(paragraph))  # ~1 MiB of paragraphs
         with bomb.open("word/document.xml", "w", force_zip64=True) as part:
-            part.write(head.encode())
-            block = "文".encode() * (1 << 18)  # 768 KiB of one character
-            for _ in range(inflated_mb * 4 // 3):
+            part.write(xml[:start].encode())
+            for _ in range(inflated_mb):
                 part.write(block)
-            part.write(tail.encode())
+            part.write(xml[end:].encode())
 
 
 def test_a_zip_bomb_is_refused_before_it_is_inflated(
@@ -326,6 +328,21 @@ def test_a_full_disk_is_one_clear_error_and_loses_nothing(
     rows = re.compile(r"│ (第\d部分\.txt)\s*│\s*(\d+)")
     assert rows.findall(listing(env)) == rows.findall(listing(clean))
     assert len(rows.findall(listing(env))) == 5 > len(rows.findall(stored))
+
+
+def test_a_damaged_store_is_one_clear_error(
+    tmp_path: Path, good: Path, tiny_embedder: Path
+) -> None:
+    env = env_for(tmp_path / "store", tiny_embedder)
+    assert ingest(str(good), "-q", env=env).returncode == 0
+    database = tmp_path / "store" / "chroma.sqlite3"
+    database.write_bytes(b"this is not a database" * 1000)
+    for args in (("--list",), (str(good), "-q")):
+        result = ingest(*args, env=env)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "its database is damaged" in result.stderr
+        assert "restore it from a backup" in result.stderr
 
 
 # -- 8. leftovers of a killed index build ---------------------------------------------------
