@@ -4,10 +4,11 @@ parsed, so that no file can take the ingest's memory (or its time) without bound
 Memory grows with the text a file holds, whatever its format: chunks, their BM25 tokens, their
 vectors and Chroma's own bookkeeping. Measured with ``benchmarks/loader_memory.py`` (one file
 ingested in-process with the real pipeline and the tiny test embedder; peak RSS over ~600 MB of
-imports): about 100 MB of RSS per MB of text for .txt .md .csv .json .jsonl (86-101), 91 for
-HTML, 195 per MB of .docx file and 630 per MB of text-dense PDF. The default of 16 MB of text per
-file therefore peaks near 2.2 GB; a file over it is refused with its size and the limit, and the
-rest of the folder ingests.
+imports): about 100 MB of RSS per MB of text for .txt .md .csv .json .jsonl (91-100), 88 for
+HTML, 203 per MB of .docx file and 684 per MB of text-dense PDF (before chunks' BM25 tokens
+travelled as one string and vectors as float32 rows: 178 for .txt). The default of 16 MB of text
+per file therefore peaks near 2.2 GB; a file over it is refused with its size and the limit, and
+the rest of the folder ingests.
 
 Zip-based formats (.docx .pptx .epub) are checked from their central directory before a byte is
 inflated: real Office files inflate to under 1 MB per 100 KB and no member compresses more than
