@@ -197,14 +197,16 @@ class HybridRetriever(BaseRetriever):
         return [i for _, i in sorted(zip(scores, order, strict=True), key=lambda p: -float(p[0]))]
 
 
-_REPORTED: set[tuple[str, str, IndexState]] = set()
+#: The last stale state logged per knowledge base (a long-running app must not log it on every
+#: query, nor remember every state it ever saw).
+_REPORTED: dict[tuple[str, str], IndexState] = {}
 
 
 def _report_stale(kb: KnowledgeBase, state: IndexState) -> None:
     """Log a stale index once per knowledge base and state (not on every query)."""
-    key = (str(kb.persist_dir), kb.name, state)
-    if key not in _REPORTED:
-        _REPORTED.add(key)
+    key = (str(kb.persist_dir), kb.name)
+    if _REPORTED.get(key) != state:
+        _REPORTED[key] = state
         logger.warning("%s", describe_stale(kb, state))
 
 
