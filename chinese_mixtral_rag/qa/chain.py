@@ -44,7 +44,7 @@ from chinese_mixtral_rag.qa.citations import CitationFilter, Source
 from chinese_mixtral_rag.qa.packing import Packed, PackReport, Passage, merge_chunks, pack
 from chinese_mixtral_rag.qa.retrieval import HybridRetriever
 from chinese_mixtral_rag.settings import QAOptions, Settings
-from chinese_mixtral_rag.store import KnowledgeBase, open_knowledge_base
+from chinese_mixtral_rag.store import IndexState, KnowledgeBase, open_knowledge_base
 
 #: Answer tokens reserved when the chat model sets no ``max_tokens``.
 DEFAULT_ANSWER_TOKENS = 1024
@@ -150,10 +150,17 @@ class QAChain:
         return f"{rewritten.splitlines()[0] if rewritten else ''}\n{question}".strip()
 
     def retrieve(
-        self, query: str, sources: Sequence[str] | None, where: Mapping[str, Any] | None
+        self,
+        query: str,
+        sources: Sequence[str] | None,
+        where: Mapping[str, Any] | None,
+        index_state: IndexState | None = None,
     ) -> list[Document]:
         return self.retriever.invoke(
-            query, sources=list(sources) if sources else None, where=dict(where) if where else None
+            query,
+            sources=list(sources) if sources else None,
+            where=dict(where) if where else None,
+            index_state=index_state,
         )
 
     def candidate_documents(
@@ -229,11 +236,14 @@ class QAChain:
         history = _history_pairs(inputs.get("history"))
         where = inputs.get("where") or None
         if mode == "search":
-            stale = self.kb.index_state().stale
-            hits = self.retrieve(question, sources, where)
+            state = self.kb.index_state()  # read once: the retriever gets it too
+            hits = self.retrieve(question, sources, where, state)
             listed = [Source.of(n, p) for n, p in enumerate(_hit_passages(hits), start=1)]
             yield AddableDict(
-                question=question, search_query=question, found=bool(hits), index_stale=stale
+                question=question,
+                search_query=question,
+                found=bool(hits),
+                index_stale=state.stale,
             )
             yield AddableDict(sources=listed, cited=[], usage=None)
             return
@@ -246,9 +256,10 @@ class QAChain:
             raise ChineseMixtralError(
                 f"Unknown mode {mode!r}: use 'qa', 'search', 'summarize' or 'chat'."
             )
-        stale = self.kb.index_state().stale
+        state = self.kb.index_state()  # read once: the retriever gets it too
+        stale = state.stale
         query = self.search_query(question, history)
-        hits = self.retrieve(query, sources, where)
+        hits = self.retrieve(query, sources, where, state)
         best = max((float(h.metadata.get("relevance", 0.0)) for h in hits), default=0.0)
         if query != question and hits:
             # A rewrite adds the words a follow-up leaves out, but a poor one must not hide

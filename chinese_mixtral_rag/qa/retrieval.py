@@ -140,7 +140,8 @@ class HybridRetriever(BaseRetriever):
         sources = kwargs.get("sources", self.sources)
         where = filter_for(sources, kwargs.get("where", self.where))
         kb = self.kb
-        state = kb.index_state()
+        # The caller may have read the state already (the QA chain reports it).
+        state = kwargs.get("index_state") or kb.index_state()
         allowed = set(kb.ids_where(where)) if where else None
         if allowed is not None and not allowed:
             return []

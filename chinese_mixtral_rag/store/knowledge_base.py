@@ -59,8 +59,6 @@ Vector = npt.NDArray[np.float32]
 
 #: Version of the chunk metadata layout, recorded in the collection.
 SCHEMA = 1
-#: Metadata keys the store itself writes on every chunk (whatever the caller passes is replaced).
-STORE_KEYS = ("source", "root", "file_hash", "chunker", "file_chunks")
 
 
 @dataclass
