@@ -13,7 +13,7 @@ DEMO_DIR := .cache/demo-model
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp,transformers,rag,web,test,dev,bench]"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp,transformers,rag,web,serve,hub,test,dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

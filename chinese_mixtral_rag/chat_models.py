@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -9,9 +10,9 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
+from chinese_mixtral_rag.backends.base import TextRequest
 from chinese_mixtral_rag.backends.generation import Completion
 from chinese_mixtral_rag.chat_template import (
     format_turns,
@@ -19,12 +20,11 @@ from chinese_mixtral_rag.chat_template import (
     render_prompt,
 )
 from chinese_mixtral_rag.errors import PromptError
-from chinese_mixtral_rag.model_base import PROVIDER, ChineseMixtralBase
-from chinese_mixtral_rag.threads import iterate_in_thread
+from chinese_mixtral_rag.model_base import PROVIDER, ChineseMixtralBase, usage_of
 
 
 class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
-    """Chinese-Mixtral-Instruct as a LangChain chat model, on llama.cpp or transformers.
+    """Chinese-Mixtral-Instruct as a LangChain chat model: llama.cpp, transformers, or a server.
 
     The prompt is the exact Mixtral-Instruct format (``<s>[INST] user [/INST]answer</s>...``) with
     exactly one BOS; system messages are folded into the first user turn instead of being
@@ -46,6 +46,9 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
             chat = ChineseMixtralChat(
                 backend="transformers", model="hfl/chinese-mixtral-instruct", load_in_4bit=True
             )
+            # any OpenAI-compatible server (vLLM, llama.cpp's llama-server): our exact prompt
+            # goes to its /v1/completions
+            chat = ChineseMixtralChat(base_url="http://gpu-box:8000/v1", api_key="...")
 
     Invoke:
         .. code-block:: python
@@ -120,6 +123,14 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         text = format_turns(normalize_turns(messages, require_user_last=False))
         return len(self.get_backend().tokenize(text, add_bos=False, special=True))
 
+    def _request_for(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> TextRequest:
+        turns = None
+        if self.chat_endpoint:  # the server's own template gets the (normalized) turns
+            turns = [turn.as_dict() for turn in normalize_turns(messages)]
+        return self._request(self.render(messages), stop, kwargs, chat=True, messages=turns)
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -128,11 +139,7 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         completion = Completion(prompt_tokens=0)
-        prompt_ids = self.prompt_ids(messages)
-        pieces = self._stream_completion(
-            prompt_ids, stop, kwargs, strip_leading_space=True, completion=completion
-        )
-        for piece in pieces:
+        for piece in self._pieces(self._request_for(messages, stop, kwargs), completion):
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
@@ -144,11 +151,6 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
 
     def _final_chunk(self, completion: Completion) -> ChatGenerationChunk:
         """The last chunk: usage, model name and finish reason, exactly once per response."""
-        usage = UsageMetadata(
-            input_tokens=completion.prompt_tokens,
-            output_tokens=completion.completion_tokens,
-            total_tokens=completion.prompt_tokens + completion.completion_tokens,
-        )
         metadata = {
             "model_name": self.model_name,
             "model_provider": PROVIDER,
@@ -157,7 +159,7 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata=usage,
+                usage_metadata=usage_of(completion),
                 response_metadata=metadata,
                 chunk_position="last",
             ),
@@ -180,11 +182,17 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        chunks = iterate_in_thread(lambda: self._stream(messages, stop, None, **kwargs))
-        async for chunk in chunks:
+        completion = Completion(prompt_tokens=0)
+        request = await asyncio.to_thread(self._request_for, messages, stop, kwargs)
+        async for piece in self._apieces(request, completion):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                await run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
+        final = self._final_chunk(completion)
+        if run_manager:
+            await run_manager.on_llm_new_token("", chunk=final)
+        yield final
 
     async def _agenerate(
         self,

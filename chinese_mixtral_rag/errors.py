@@ -25,6 +25,10 @@ class MissingDependencyError(ChineseMixtralError, ImportError):
         )
 
 
+class ModelServerError(ChineseMixtralError):
+    """A model server (``backend="openai"``) cannot be reached, refuses, or fails."""
+
+
 class PromptError(ChineseMixtralError, ValueError):
     """The conversation cannot be rendered into a Mixtral-Instruct prompt."""
 
@@ -49,5 +53,16 @@ class StoreError(ChineseMixtralError):
     """The knowledge base cannot be opened or used as asked (the message says how to fix it)."""
 
 
+class EmbeddingServerError(StoreError):
+    """An embedding server (``CMR_EMBEDDING_BASE_URL``) cannot be reached, refuses, fails, or
+    does not answer like an OpenAI-compatible ``/v1/embeddings`` server."""
+
+
 class EvalError(ChineseMixtralError):
     """The evaluation cannot run as asked (unreadable dataset, bad option)."""
+
+
+class DownloadError(ChineseMixtralError):
+    """A model could not be downloaded or failed verification: offline with nothing kept, repo
+    or file not found, network cut, disk full, checksum mismatch (the message says what is kept
+    and what to do)."""

@@ -12,7 +12,6 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from chinese_mixtral_rag.backends.generation import Completion
 from chinese_mixtral_rag.model_base import ChineseMixtralBase
-from chinese_mixtral_rag.threads import iterate_in_thread
 
 
 class ChineseMixtral(ChineseMixtralBase, BaseLLM):
@@ -72,25 +71,27 @@ class ChineseMixtral(ChineseMixtralBase, BaseLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         completion = Completion(prompt_tokens=0)
-        prompt_ids = self.get_backend().tokenize(prompt, add_bos=True, special=False)
-        pieces = self._stream_completion(
-            prompt_ids, stop, kwargs, strip_leading_space=False, completion=completion
-        )
-        for piece in pieces:
+        for piece in self._pieces(self._request(prompt, stop, kwargs, chat=False), completion):
             chunk = GenerationChunk(text=piece)
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
-        yield GenerationChunk(
+        yield self._final_chunk(completion)
+
+    def _final_chunk(self, completion: Completion) -> GenerationChunk:
+        usage: dict[str, Any] = {
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+        }
+        if completion.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": completion.cached_tokens}
+        return GenerationChunk(
             text="",
             generation_info={
                 "finish_reason": completion.finish_reason,
                 "model_name": self.model_name,
-                "usage": {
-                    "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-                },
+                "usage": usage,
             },
         )
 
@@ -117,11 +118,15 @@ class ChineseMixtral(ChineseMixtralBase, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        chunks = iterate_in_thread(lambda: self._stream(prompt, stop, None, **kwargs))
-        async for chunk in chunks:
+        completion = Completion(prompt_tokens=0)
+        async for piece in self._apieces(
+            self._request(prompt, stop, kwargs, chat=False), completion
+        ):
+            chunk = GenerationChunk(text=piece)
             if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                await run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
+        yield self._final_chunk(completion)
 
     async def _agenerate(
         self,

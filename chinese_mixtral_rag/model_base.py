@@ -8,16 +8,20 @@ generation loop, LangSmith parameters) lives here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from pydantic import Field, PrivateAttr, model_validator
 
-from chinese_mixtral_rag.backends import Backend, load_backend
+from chinese_mixtral_rag.backends import Backend, TextBackend, load_backend
+from chinese_mixtral_rag.backends.base import TextRequest, is_text_backend
 from chinese_mixtral_rag.backends.generation import Completion, stream_text
 from chinese_mixtral_rag.backends.options import ModelOptions
+from chinese_mixtral_rag.threads import iterate_in_thread
 
 if TYPE_CHECKING:
     from chinese_mixtral_rag.settings import Settings
@@ -27,9 +31,13 @@ M = TypeVar("M", bound="ChineseMixtralBase")
 PROVIDER = "chinese_mixtral"
 
 
-def as_backend(client: Any) -> Backend:
+#: The LangChain names of the server options (as ``ChatOpenAI`` spells them).
+ALIASES = {"base_url": "openai_base_url", "api_key": "openai_api_key"}
+
+
+def as_backend(client: Any) -> Backend | TextBackend:
     """Accept one of our backends or a ready ``llama_cpp.Llama``."""
-    if isinstance(client, Backend):
+    if is_text_backend(client) or isinstance(client, Backend):
         return client
     if type(client).__module__.startswith("llama_cpp"):
         from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
@@ -48,16 +56,18 @@ class ChineseMixtralBase(ModelOptions):
     """An already loaded backend (``LlamaCppBackend``/``TransformersBackend``) or
     ``llama_cpp.Llama`` to use instead of loading ``model_path``/``model``."""
 
-    _backend: Backend | None = PrivateAttr(default=None)
+    _backend: Backend | TextBackend | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
     def _defaults_from_environment(cls, values: Any) -> Any:
-        """Options not passed explicitly come from ``CMR_*`` environment variables."""
+        """Options not passed explicitly come from ``CMR_*`` environment variables;
+        ``base_url``/``api_key`` are the server options' LangChain names."""
         if not isinstance(values, dict):
             return values
         from chinese_mixtral_rag.settings import Settings
 
+        values = {ALIASES.get(k, k): v for k, v in values.items()}
         from_env = Settings().model_dump(exclude_unset=True)
         return {**{k: v for k, v in from_env.items() if k in cls.model_fields}, **values}
 
@@ -70,7 +80,7 @@ class ChineseMixtralBase(ModelOptions):
         )
         return cls(**{**fields, **overrides})
 
-    def get_backend(self) -> Backend:
+    def get_backend(self) -> Backend | TextBackend:
         """The loaded model, loading it on first use (once per process for the same options)."""
         if self._backend is None:
             if self.client is not None:
@@ -88,6 +98,8 @@ class ChineseMixtralBase(ModelOptions):
             return self._backend.model_name
         if self.client is not None:
             return as_backend(self.client).model_name
+        if self.resolved_backend() == "openai":
+            return self.model or "chinese-mixtral"
         source = self.model_path or self.model
         return Path(source).name if source else "chinese-mixtral"
 
@@ -120,23 +132,63 @@ class ChineseMixtralBase(ModelOptions):
                 f"{self.model_name!r}. Create another instance for another model."
             )
 
-    def _stream_completion(
+    def _request(
         self,
-        prompt_ids: Sequence[int],
+        prompt: str,
         stop: list[str] | None,
         kwargs: dict[str, Any],
         *,
-        strip_leading_space: bool,
-        completion: Completion,
-    ) -> Iterator[str]:
+        chat: bool,
+        messages: Sequence[Mapping[str, str]] | None = None,
+    ) -> TextRequest:
+        """One generation: the prompt (its leading ``<s>`` is the BOS), per-call overrides."""
         self._check_model_override(kwargs)
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        return stream_text(
-            self.get_backend(),
-            prompt_ids,
-            max_new_tokens=max_tokens,
+        return TextRequest(
+            prompt=prompt,
+            max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
             sampling=self.sampling(kwargs),
             stop=stop if stop is not None else (self.stop or []),
-            strip_leading_space=strip_leading_space,
+            strip_leading_space=chat,
+            messages=messages,
+        )  # fmt: skip
+
+    def _pieces(self, request: TextRequest, completion: Completion) -> Iterator[str]:
+        """The answer's text pieces: the server's stream, or the local generation loop over
+        the prompt's token ids (chat prompts parse ``<s>``; plain prompts get one BOS)."""
+        backend = self.get_backend()
+        if is_text_backend(backend):
+            return backend.stream_request(request, completion)
+        chat = request.strip_leading_space
+        ids = backend.tokenize(request.prompt, add_bos=not chat, special=chat)
+        return stream_text(
+            backend,
+            ids,
+            max_new_tokens=request.max_new_tokens,
+            sampling=request.sampling,
+            stop=request.stop,
+            strip_leading_space=chat,
             completion=completion,
         )
+
+    async def _apieces(self, request: TextRequest, completion: Completion) -> AsyncIterator[str]:
+        """The same without blocking the event loop: a server is streamed with an async client,
+        a local model generates in a thread."""
+        backend = self._backend or await asyncio.to_thread(self.get_backend)
+        if is_text_backend(backend):
+            pieces = backend.astream_request(request, completion)
+        else:
+            pieces = iterate_in_thread(lambda: self._pieces(request, completion))
+        async for piece in pieces:
+            yield piece
+
+
+def usage_of(completion: Completion) -> UsageMetadata:
+    """LangChain usage of a finished generation, with the prompt tokens a cache spared."""
+    usage = UsageMetadata(
+        input_tokens=completion.prompt_tokens,
+        output_tokens=completion.completion_tokens,
+        total_tokens=completion.prompt_tokens + completion.completion_tokens,
+    )
+    if completion.cached_tokens:
+        usage["input_token_details"] = InputTokenDetails(cache_read=completion.cached_tokens)
+    return usage

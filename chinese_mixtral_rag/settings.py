@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chinese_mixtral_rag.backends.options import ModelOptions
@@ -51,7 +51,16 @@ class StoreOptions(BaseModel):
     """Device of the embedding model ("cpu", "cuda", "mps")."""
 
     embedding_batch_size: int = Field(default=32, ge=1)
-    """Texts per embedding batch."""
+    """Texts per embedding batch (per request to an embedding server)."""
+
+    embedding_base_url: str | None = None
+    """An OpenAI-compatible embeddings server's base URL, ending in /v1 (TEI, vLLM, llama.cpp's
+    server: e.g. ``http://127.0.0.1:8080/v1``) to embed with instead of a local model, e.g. on a
+    GPU; ``embedding_model`` then names the served model (None: the server's only model, from
+    ``/v1/models``). A collection remembers the server and model it was built with."""
+
+    embedding_api_key: SecretStr | None = None
+    """The embedding server's API key, sent as a bearer token (never logged or shown)."""
 
     chunk_size: int = Field(default=384, ge=32)
     """Chunk size in tokens of the chat model's tokenizer (approximated without a model)."""

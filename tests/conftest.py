@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,14 @@ def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from chinese_mixtral_rag.testing.tiny_embedder import build_tiny_embedder
 
     return build_tiny_embedder(tmp_path_factory.mktemp("embedder") / "tiny-embedder")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m llama_cpp.server`` over the tiny GGUF on 127.0.0.1; yields its /v1 URL."""
+    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+    from chinese_mixtral_rag.testing.servers import llama_cpp_server
+
+    logs = tmp_path_factory.mktemp("llama-server")
+    with llama_cpp_server(tiny_model.gguf_path, log_dir=logs) as url:
+        yield url

@@ -17,14 +17,14 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chinese_mixtral_rag.backends.base import Backend, SamplingParams
+from chinese_mixtral_rag.backends.base import Backend, SamplingParams, TextBackend
 
 if TYPE_CHECKING:  # the options need pydantic: not worth importing for a type name
     from chinese_mixtral_rag.backends.options import BackendName
 
-__all__ = ["Backend", "SamplingParams", "clear_cache", "load_backend"]
+__all__ = ["Backend", "SamplingParams", "TextBackend", "clear_cache", "load_backend"]
 
-_cache: dict[Hashable, Backend] = {}
+_cache: dict[Hashable, Backend | TextBackend] = {}
 _cache_lock = threading.Lock()
 _load_locks: dict[Hashable, threading.Lock] = {}
 
@@ -43,7 +43,7 @@ def _key(name: BackendName, source: str, options: dict[str, Any]) -> Hashable:
     return (name, resolved, freeze(options))
 
 
-def load_backend(name: BackendName, source: str, **options: Any) -> Backend:
+def load_backend(name: BackendName, source: str, **options: Any) -> Backend | TextBackend:
     """Load (once per process) the model at ``source`` with ``options`` on backend ``name``."""
     key = _key(name, source, options)
     with _cache_lock:
@@ -54,7 +54,7 @@ def load_backend(name: BackendName, source: str, **options: Any) -> Backend:
         with _cache_lock:
             if key in _cache:
                 return _cache[key]
-        backend: Backend
+        backend: Backend | TextBackend
         if name == "llama_cpp":
             from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
 
@@ -63,8 +63,14 @@ def load_backend(name: BackendName, source: str, **options: Any) -> Backend:
             from chinese_mixtral_rag.backends.transformers import TransformersBackend
 
             backend = TransformersBackend.load(source, **options)
+        elif name == "openai":
+            from chinese_mixtral_rag.backends.remote import OpenAIServerBackend
+
+            backend = OpenAIServerBackend.load(source, **options)
         else:
-            raise ValueError(f"Unknown backend {name!r}: use 'llama_cpp' or 'transformers'.")
+            raise ValueError(
+                f"Unknown backend {name!r}: use 'llama_cpp', 'transformers' or 'openai'."
+            )
         with _cache_lock:
             _cache[key] = backend
         return backend

@@ -1,16 +1,22 @@
-"""The small protocol every backend implements, and the sampling parameters they share.
+"""The two protocols backends implement, and what they share: sampling, totals, the lock.
 
-A backend knows how to tokenize and how to produce token ids; everything above it (the chat
-template, detokenisation, stop sequences, usage counting) is shared code in
-:mod:`chinese_mixtral_rag.backends.generation`, so both backends behave the same by construction.
+A local backend (:class:`Backend`: llama.cpp, transformers) knows how to tokenize and how to
+produce token ids; everything above it (detokenisation, stop sequences, usage counting) is shared
+code in :mod:`chinese_mixtral_rag.backends.generation`, so both behave the same by construction.
+A server backend (:class:`TextBackend`: any OpenAI-compatible server) gets text in and streams
+text out, because the server samples and detokenises; the prompt it is sent is still ours.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from typing_extensions import TypeIs
+
+FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,63 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+
+@dataclass
+class Completion:
+    """Running totals of one generation, final once the stream is exhausted.
+
+    ``cached_tokens``: prompt tokens the model did not evaluate again because an earlier prompt
+    shared them (llama.cpp's prefix reuse, a server's prompt cache).
+    """
+
+    prompt_tokens: int
+    completion_tokens: int = 0
+    finish_reason: FinishReason | None = None
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """One generation asked of a server backend.
+
+    ``prompt`` is the full prompt text; a leading ``<s>`` is the BOS, which the server adds
+    itself. ``messages`` (role/content dicts) replaces it when the server's own chat template is
+    asked for (``chat_endpoint``).
+    """
+
+    prompt: str
+    max_new_tokens: int | None
+    sampling: SamplingParams
+    stop: Sequence[str] = ()
+    strip_leading_space: bool = False
+    messages: Sequence[Mapping[str, str]] | None = None
+
+
+@runtime_checkable
+class TextBackend(Protocol):
+    """A model behind a server: text in, text out, tokens counted by the server's tokenizer."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def context_length(self) -> int:
+        """The server's context window (raises when neither the server nor n_ctx tells)."""
+        ...
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]: ...
+
+    def stream_request(self, request: TextRequest, completion: Completion) -> Iterator[str]:
+        """Yield text pieces; ``completion`` holds usage and finish reason once exhausted."""
+        ...
+
+    def astream_request(self, request: TextRequest, completion: Completion) -> AsyncIterator[str]:
+        """The same over an async HTTP client."""
+        ...
 
 
 @runtime_checkable
@@ -75,6 +138,12 @@ class Backend(Protocol):
         Callers may close the iterator early; the backend must then release the model.
         """
         ...
+
+
+def is_text_backend(backend: Backend | TextBackend | Any) -> TypeIs[TextBackend]:
+    """Whether ``backend`` is a server backend (checked on the class: a runtime protocol check
+    would read properties such as ``context_length``, which may ask the server)."""
+    return callable(getattr(type(backend), "stream_request", None))
 
 
 class GenerationLock:

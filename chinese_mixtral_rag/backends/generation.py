@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-from chinese_mixtral_rag.backends.base import Backend, SamplingParams
+from chinese_mixtral_rag.backends.base import Backend, Completion, SamplingParams
 from chinese_mixtral_rag.errors import ContextLengthError
 
-FinishReason = Literal["stop", "length"]
+__all__ = ["Completion", "StopMatcher", "check_fits", "stream_text"]
 
 
 class StopMatcher:
@@ -49,15 +47,6 @@ class StopMatcher:
         """Text held back at the end of generation (it was not a stop string after all)."""
         held, self._held = self._held, ""
         return held
-
-
-@dataclass
-class Completion:
-    """Running totals of one generation, final once the stream is exhausted."""
-
-    prompt_tokens: int
-    completion_tokens: int = 0
-    finish_reason: FinishReason | None = None
 
 
 def check_fits(prompt_tokens: int, max_new_tokens: int | None, context_length: int) -> int:
@@ -131,6 +120,8 @@ def stream_text(
         close = getattr(ids, "close", None)
         if close is not None:
             close()
+        # llama.cpp reports how much of the prompt an earlier one spared it (0 elsewhere)
+        totals.cached_tokens = int(getattr(backend, "last_prompt_reused", 0) or 0)
     tail, stopped = matcher.feed(decoder.decode(b"", final=True))
     if stopped:
         totals.finish_reason = "stop"

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from chinese_mixtral_rag.backends.base import SamplingParams
 
-BackendName = Literal["llama_cpp", "transformers"]
+BackendName = Literal["llama_cpp", "transformers", "openai"]
 
 #: RAM for saved prefix states: about one full 32K-token window of real Chinese-Mixtral KV cache
 #: (f16). Defined here rather than in ``prefix_cache`` so that importing the options stays
@@ -24,8 +24,13 @@ DEFAULT_PREFIX_CACHE_BYTES = 4 * 1024**3
 DEFAULT_PREFIX_CACHE_DISK_BYTES = 32 * 1024**3
 
 
-def infer_backend(model_path: str | None, model: str | None) -> BackendName:
-    """``*.gguf`` files run on llama.cpp; checkpoint directories and hub ids on transformers."""
+def infer_backend(
+    model_path: str | None, model: str | None, base_url: str | None = None
+) -> BackendName:
+    """A server URL means the server; ``*.gguf`` files run on llama.cpp; checkpoint directories
+    and hub ids on transformers."""
+    if base_url:
+        return "openai"
     if model_path is not None:
         path = Path(model_path).expanduser()
         if path.suffix.lower() == ".gguf" or path.is_file():
@@ -40,15 +45,40 @@ class ModelOptions(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     backend: BackendName | None = None
-    """``"llama_cpp"`` (GGUF files) or ``"transformers"`` (HF checkpoints); None infers it from
-    ``model_path``/``model``."""
+    """``"llama_cpp"`` (GGUF files), ``"transformers"`` (HF checkpoints) or ``"openai"`` (an
+    OpenAI-compatible server); None infers it from ``openai_base_url``/``model_path``/``model``."""
 
     model_path: str | None = None
-    """A GGUF file (llama.cpp) or a Hugging Face checkpoint directory (transformers)."""
+    """A GGUF file (llama.cpp) or a Hugging Face checkpoint directory (transformers). With
+    ``backend="openai"``: a local GGUF of the served model, whose tokenizer counts tokens when
+    the server has no tokenize endpoint."""
 
     model: str | None = None
     """A Hugging Face hub id (e.g. ``hfl/chinese-mixtral-instruct``, from the local cache) or
-    checkpoint directory for the transformers backend."""
+    checkpoint directory for the transformers backend. With ``backend="openai"``: the served
+    model's name (None: the server's only model, from ``/v1/models``)."""
+
+    # an OpenAI-compatible server (vLLM, llama.cpp's llama-server)
+    openai_base_url: str | None = None
+    """The server's URL ending in ``/v1`` (e.g. ``http://gpu-box:8000/v1``); setting it selects
+    ``backend="openai"``. The LangChain classes also take it as ``base_url=``."""
+
+    openai_api_key: SecretStr | None = None
+    """The server's API key, sent as a bearer token (``api_key=`` in the LangChain classes)."""
+
+    request_timeout: float = Field(default=600.0, gt=0)
+    """Seconds to wait for the server's next bytes (a long prompt on a busy GPU takes a while)."""
+
+    connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for the server to accept a connection."""
+
+    max_retries: int = Field(default=2, ge=0)
+    """Retries, with exponential backoff, when the server refuses a connection or answers
+    429/502/503/504 (never once an answer has started streaming)."""
+
+    chat_endpoint: bool = False
+    """Send the conversation to the server's ``/v1/chat/completions`` (its own chat template)
+    instead of our exact Mixtral-Instruct prompt to ``/v1/completions``."""
 
     # llama.cpp
     n_ctx: int | None = Field(default=None, ge=1)
@@ -120,12 +150,19 @@ class ModelOptions(BaseModel):
     """Added to the logits of these token ids before sampling (e.g. ``{2: -100}`` bans EOS)."""
 
     def resolved_backend(self) -> BackendName:
-        return self.backend or infer_backend(self.model_path, self.model)
+        return self.backend or infer_backend(self.model_path, self.model, self.openai_base_url)
 
     def model_source(self) -> str:
-        """The path or hub id to load, or a clear error when none is configured."""
+        """The path, hub id or server URL to load, or a clear error when none is configured."""
         from chinese_mixtral_rag.errors import ModelLoadError
 
+        if self.resolved_backend() == "openai":
+            if not self.openai_base_url:
+                raise ModelLoadError(
+                    'backend="openai" needs the server\'s URL: pass openai_base_url= (e.g. '
+                    "http://127.0.0.1:8000/v1) or set CMR_OPENAI_BASE_URL."
+                )
+            return self.openai_base_url
         source = self.model_path or self.model
         if not source:
             raise ModelLoadError(
@@ -136,7 +173,20 @@ class ModelOptions(BaseModel):
 
     def load_options(self) -> dict[str, Any]:
         """Keyword arguments for the chosen backend's ``load``."""
-        if self.resolved_backend() == "llama_cpp":
+        backend = self.resolved_backend()
+        if backend == "openai":
+            key = self.openai_api_key
+            return {
+                "api_key": key.get_secret_value() if key is not None else None,
+                "model": self.model,
+                "timeout": self.request_timeout,
+                "connect_timeout": self.connect_timeout,
+                "max_retries": self.max_retries,
+                "chat_endpoint": self.chat_endpoint,
+                "n_ctx": self.n_ctx,
+                "tokenizer_path": self.model_path,
+            }
+        if backend == "llama_cpp":
             return {
                 "n_ctx": self.n_ctx,
                 "n_gpu_layers": self.n_gpu_layers,

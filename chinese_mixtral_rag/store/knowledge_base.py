@@ -42,7 +42,7 @@ from chinese_mixtral_rag.store.chroma import (
 )
 from chinese_mixtral_rag.store.embeddings import (
     EmbeddingModelInfo,
-    load_embeddings,
+    load_embedder,
     resolve_embedding_model,
 )
 from chinese_mixtral_rag.store.lexical import LexicalIndex, lexical_terms
@@ -276,7 +276,7 @@ class KnowledgeBase:
         built_with = repr(stored.get("embedding_model"))
         if same_name:
             built_with += f" (fingerprint {recorded})"
-        configured = f"{self.embedding.name!r} at {self.embedding.path}"
+        configured = f"{self.embedding.name!r} at {self.embedding.location}"
         if same_name:
             configured += (
                 f", fingerprint {self.embedding.fingerprint}: another model under the same name"
@@ -284,8 +284,9 @@ class KnowledgeBase:
         raise StoreError(
             f"Collection {self.name!r} was built with the embedding model {built_with}, but "
             f"{configured} is configured; vectors of two models cannot share one collection. "
-            "Set CMR_EMBEDDING_MODEL (embedding_model=) to the model it was built with to use "
-            "this collection, or ingest into another collection (or reset this one and ingest "
+            "Set CMR_EMBEDDING_MODEL (embedding_model=) to the model it was built with (and "
+            "CMR_EMBEDDING_BASE_URL to the server that embedded it, if one did) to use this "
+            "collection, or ingest into another collection (or reset this one and ingest "
             "again to re-embed everything with the new model)."
         )
 
@@ -321,7 +322,7 @@ class KnowledgeBase:
     @property
     def embeddings(self) -> Embeddings:
         """The embedding model, loaded on first use (re-runs that change nothing never load it)."""
-        return load_embeddings(self.embedding.path, self.device, self._batch_size)
+        return load_embedder(self.embedding, self.device, self._batch_size)
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -618,7 +619,11 @@ def open_knowledge_base(settings: StoreOptions, collection: str | None = None) -
     """The knowledge base the settings point at (``collection`` overrides the setting)."""
     return KnowledgeBase(
         collection or settings.collection,
-        resolve_embedding_model(settings.embedding_model),
+        resolve_embedding_model(
+            settings.embedding_model,
+            base_url=settings.embedding_base_url,
+            api_key=settings.embedding_api_key,
+        ),
         persist_dir=settings.persist_dir,
         host=settings.chroma_host,
         port=settings.chroma_port,

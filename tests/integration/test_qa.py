@@ -22,6 +22,7 @@ from chinese_mixtral_rag.errors import ChineseMixtralError
 from chinese_mixtral_rag.qa.prompts import NOT_FOUND
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.testing import TinyModel
+from chinese_mixtral_rag.testing.servers import SERVER_N_CTX
 from chinese_mixtral_rag.testing.stores import ingest_with_tiny_models
 
 pytest.importorskip("chromadb", reason="needs the rag extra")
@@ -61,10 +62,17 @@ def library(
     return kb
 
 
-@pytest.fixture(params=["llama_cpp", "transformers"])
+@pytest.fixture(params=["llama_cpp", "transformers", "openai"])
 def chat(request: pytest.FixtureRequest, tiny_model: TinyModel) -> ChineseMixtralChat:
     if request.param == "llama_cpp":
         return gguf_chat(tiny_model)
+    if request.param == "openai":  # the tiny GGUF behind llama-cpp-python's OpenAI server
+        return ChineseMixtralChat(
+            base_url=request.getfixturevalue("llama_server"),
+            n_ctx=SERVER_N_CTX,
+            max_tokens=MAX_TOKENS,
+            temperature=0.0,
+        )
     return ChineseMixtralChat(
         backend="transformers",
         model_path=str(tiny_model.hf_dir),

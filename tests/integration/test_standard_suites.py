@@ -1,4 +1,5 @@
-"""LangChain's standard chat-model suites on the real llama.cpp and transformers backends.
+"""LangChain's standard chat-model suites on the real llama.cpp and transformers backends, and on
+``backend="openai"`` against llama-cpp-python's real OpenAI-compatible server.
 
 No test is overridden. Tool calling, structured output and multimodal input skip because
 ChineseMixtralChat does not implement them (the suites detect that themselves); per-call model
@@ -15,6 +16,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 
 from chinese_mixtral_rag import ChineseMixtralChat
 from chinese_mixtral_rag.testing import TinyModel
+from chinese_mixtral_rag.testing.servers import SERVER_N_CTX
 
 
 class _TinyModelParams:
@@ -24,8 +26,15 @@ class _TinyModelParams:
     backend_name = "llama_cpp"
 
     @pytest.fixture(autouse=True)
-    def _tiny_files(self, tiny_model: TinyModel) -> None:
+    def _tiny_files(self, tiny_model: TinyModel, request: pytest.FixtureRequest) -> None:
         type(self).files = tiny_model
+        if self.backend_name == "openai":
+            type(self).server_url = request.getfixturevalue("llama_server")
+            # llama-cpp-python's server re-decodes the whole answer at every streamed token
+            # (quadratic: 512 tokens take 30 s), so answers are kept short
+            request.getfixturevalue("monkeypatch").setenv("CMR_MAX_TOKENS", "48")
+
+    server_url = ""
 
     def _source(self) -> str:
         if self.backend_name == "llama_cpp":
@@ -38,6 +47,8 @@ class _TinyModelParams:
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
+        if self.backend_name == "openai":
+            return {"base_url": self.server_url, "n_ctx": SERVER_N_CTX}
         params: dict[str, Any] = {"model_path": self._source()}
         if self.backend_name == "transformers":
             params["device_map"] = None
@@ -50,6 +61,12 @@ class _TinyModelParams:
 
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        if self.backend_name == "openai":
+            return (
+                {"CMR_OPENAI_BASE_URL": "http://gpu-box:8000/v1", "CMR_TEMPERATURE": "0"},
+                {},
+                {"openai_base_url": "http://gpu-box:8000/v1", "temperature": 0.0},
+            )
         return (
             {"CMR_MODEL_PATH": self._source(), "CMR_TEMPERATURE": "0"},
             {},
@@ -71,3 +88,11 @@ class TestTransformersUnit(_TinyModelParams, ChatModelUnitTests):
 
 class TestTransformersIntegration(_TinyModelParams, ChatModelIntegrationTests):
     backend_name = "transformers"
+
+
+class TestOpenAIServerUnit(_TinyModelParams, ChatModelUnitTests):
+    backend_name = "openai"
+
+
+class TestOpenAIServerIntegration(_TinyModelParams, ChatModelIntegrationTests):
+    backend_name = "openai"
