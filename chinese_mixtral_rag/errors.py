@@ -66,3 +66,24 @@ class DownloadError(ChineseMixtralError):
     """A model could not be downloaded or failed verification: offline with nothing kept, repo
     or file not found, network cut, disk full, checksum mismatch (the message says what is kept
     and what to do)."""
+
+
+class APIError(ChineseMixtralError):
+    """A request ``cmrag serve`` refuses, answered in OpenAI's error shape with ``status``."""
+
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", code: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.code = code or None
+
+
+class ServerBusy(ChineseMixtralError):
+    """No turn for an answer: ``status`` 429 (the queue is full) or 503 (waited too long)."""
+
+    def __init__(self, status: int, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after

@@ -29,14 +29,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--backend", choices=["llama_cpp", "transformers", "openai"])
     group.add_argument(
-        "--base-url",
-        dest="openai_base_url",
+        "--openai-base-url",
         help="an OpenAI-compatible model server (vLLM, llama.cpp) ending in /v1 "
         "[CMR_OPENAI_BASE_URL]",
     )
     group.add_argument(
-        "--api-key",
-        dest="openai_api_key",
+        "--openai-api-key",
         help="that server's API key (prefer CMR_OPENAI_API_KEY: flags show in ps)",
     )
     group.add_argument("--request-timeout", type=float, help="seconds to wait for the server")

@@ -46,6 +46,9 @@ from chinese_mixtral_rag.qa.retrieval import HybridRetriever
 from chinese_mixtral_rag.settings import QAOptions, Settings
 from chinese_mixtral_rag.store import IndexState, KnowledgeBase, open_knowledge_base
 
+#: Longest question the faces accept (a pasted book is an upload, not a question).
+MAX_QUESTION_CHARS = 4000
+
 #: Answer tokens reserved when the chat model sets no ``max_tokens``.
 DEFAULT_ANSWER_TOKENS = 1024
 

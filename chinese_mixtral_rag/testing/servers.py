@@ -126,3 +126,17 @@ def chroma_server(path: Path, *, log_dir: Path) -> Iterator[tuple[str, int]]:
     url = f"http://127.0.0.1:{port}/api/v2/heartbeat"
     with running(command, url, log=log_dir / f"chroma-{port}.log"):
         yield "127.0.0.1", port
+
+
+@contextlib.contextmanager
+def cmrag_serve(
+    *args: str, env: dict[str, str], log_dir: Path, timeout: float = 180.0
+) -> Iterator[str]:
+    """``cmrag serve`` with ``args`` and ``CMR_*`` ``env``; yields its base URL (no ``/v1``)."""
+    port = free_port()
+    cmrag = Path(sys.executable).with_name("cmrag")
+    command = [str(cmrag), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    base = f"http://127.0.0.1:{port}"
+    log = log_dir / f"cmrag-serve-{port}.log"
+    with running(command, f"{base}/health", log=log, env=env, timeout=timeout):
+        yield base

@@ -5,7 +5,8 @@
 command line imports it.
 """
 
-from chinese_mixtral_rag.web.app import MAX_QUESTION_CHARS, Conversation, WebApp
+from chinese_mixtral_rag.qa.chain import MAX_QUESTION_CHARS
+from chinese_mixtral_rag.web.app import Conversation, WebApp
 from chinese_mixtral_rag.web.ui import build_app, launch
 
 __all__ = ["MAX_QUESTION_CHARS", "Conversation", "WebApp", "build_app", "launch"]

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chinese_mixtral_rag.errors import ChineseMixtralError
+from chinese_mixtral_rag.qa.chain import MAX_QUESTION_CHARS
 from chinese_mixtral_rag.settings import Settings
 from chinese_mixtral_rag.web.text import MODES, TEXT
-
-#: Longest question accepted (a pasted book is an upload, not a question).
-MAX_QUESTION_CHARS = 4000
 
 
 @dataclass
@@ -87,7 +84,7 @@ class WebApp:
         self.chat = chat if chat is not None else self._configured_chat()
 
     def _configured_chat(self) -> Any:
-        if not (self.settings.model_path or self.settings.model):
+        if not (self.settings.model_path or self.settings.model or self.settings.openai_base_url):
             return None
         from chinese_mixtral_rag.chat_models import ChineseMixtralChat
 
@@ -130,7 +127,9 @@ class WebApp:
 
     def upload_dir(self, collection: str) -> Path:
         """Where uploads of a knowledge base are kept (ingest reads them from here)."""
-        return Path(self.settings.persist_dir) / "uploads" / collection
+        from chinese_mixtral_rag.documents.uploads import upload_dir
+
+        return upload_dir(self.settings, collection)
 
     def ingest_files(
         self, paths: Sequence[str], collection: str, progress: Any = None
@@ -138,57 +137,30 @@ class WebApp:
         """Check, copy and ingest uploaded files; returns (status message, warnings)."""
         from chinese_mixtral_rag.documents.limits import FileLimits
         from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
-        from chinese_mixtral_rag.documents.pipeline import (
-            ChunkingSpec,
-            FileOutcome,
-            ProgressHook,
-            ingest,
-        )
+        from chinese_mixtral_rag.documents.uploads import check_uploads, ingest_uploads
 
         text = self.text
         if not paths:
             raise ChineseMixtralError(text["no_files"])
-        limits = FileLimits.for_store(self.settings)
         kb = self.kb(collection)
-        folder = self.upload_dir(kb.name)
-        problems: list[str] = []
-        accepted: list[Path] = []
-        for raw in paths:
-            path = Path(raw)
-            name = path.name
-            if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
-                exts = " ".join(sorted(SUPPORTED_EXTENSIONS))
-                problems.append(text["bad_type"].format(name=name, exts=exts))
-                continue
-            size = path.stat().st_size
-            limit, _ = limits.limit_for(path.suffix)
-            if size > limit:
-                problems.append(
-                    text["too_big"].format(name=name, mb=size / 2**20, max=limit / 2**20)
-                )
-                continue
-            accepted.append(path)
+        accepted, refused = check_uploads(
+            [Path(p) for p in paths], FileLimits.for_store(self.settings)
+        )
+        exts = " ".join(sorted(SUPPORTED_EXTENSIONS))
+        problems = [
+            text["bad_type"].format(name=r.name, exts=exts)
+            if r.reason == "type"
+            else text["too_big"].format(name=r.name, mb=r.size / 2**20, max=r.limit / 2**20)
+            for r in refused
+        ]
         if not accepted:
             raise ChineseMixtralError("\n".join(problems))
-        folder.mkdir(parents=True, exist_ok=True)
-        for path in accepted:
-            shutil.copyfile(path, folder / path.name)
 
-        class Progress(ProgressHook):
-            done = 0
-            total = 1
+        def report_progress(done: int, total: int, source: str) -> None:
+            if progress is not None:
+                progress((done, total), desc=source)
 
-            def start(self, files: int, to_parse: int) -> None:
-                self.total = max(to_parse, 1)
-
-            def file_done(self, outcome: FileOutcome) -> None:
-                if outcome.status in {"added", "updated", "failed"}:
-                    self.done += 1
-                    if progress is not None:
-                        progress((self.done, self.total), desc=outcome.source)
-
-        spec = ChunkingSpec.for_store(self.settings, kb)
-        report = ingest(folder, kb, spec, workers=0, progress=Progress(), limits=limits)
+        report = ingest_uploads(accepted, kb, self.settings, progress=report_progress)
         lines = [
             text["ingested"].format(
                 added=report.count("added"),
@@ -199,15 +171,12 @@ class WebApp:
         ]
         for outcome in report.failures:
             lines.append(text["failed"].format(name=outcome.source, reason=outcome.reason))
-            (folder / outcome.source).unlink(missing_ok=True)  # keep only what is stored
         return "\n\n".join([*problems, *lines]), problems
 
     def remove(self, collection: str, source: str) -> str:
-        kb = self.kb(collection)
-        with kb.writing():
-            removed = kb.delete_source(source)
-            kb.refresh_index()
-        (self.upload_dir(kb.name) / source).unlink(missing_ok=True)
+        from chinese_mixtral_rag.documents.uploads import remove_document
+
+        removed = remove_document(self.kb(collection), self.settings, source)
         return self.text["removed"].format(name=source, n=removed)
 
     # -- answering ---------------------------------------------------------------------------
