@@ -31,6 +31,7 @@ from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chinese_mixtral_rag.api.gate import Gate
 from chinese_mixtral_rag.api.schemas import (
@@ -69,7 +70,7 @@ MAX_UPLOAD_FILES = 100
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse}
-    for status in (400, 401, 404, 409, 413, 415, 422, 429, 502, 503)
+    for status in (400, 401, 404, 405, 409, 413, 415, 422, 429, 502, 503)
 }
 
 
@@ -330,6 +331,12 @@ def create_app(service: Service) -> FastAPI:
         body = error_body(str(exc), "server_error", "busy" if exc.status == 429 else "timeout")
         headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(body, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Routing errors (no such route, wrong method) in OpenAI's shape too."""
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return refuse(APIError(exc.status_code, str(exc.detail), code=code or ""))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
