@@ -39,6 +39,11 @@ class StoreOptions(BaseModel):
     chroma_port: int = 8000
     """Port of the Chroma server."""
 
+    index_follow_seconds: float = Field(default=2.0, gt=0)
+    """How often ``cmrag serve`` and ``cmrag web`` check that their BM25 index follows the
+    store (chunk counts; every chunk id every 15th time), for a Chroma server that other
+    processes also write."""
+
     lexical_dir: Path | None = None
     """Where BM25 indexes live; default ``<persist_dir>/lexical``."""
 

@@ -286,7 +286,8 @@ def create_app(service: Service) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        follower = IndexFollower(open_all).start()
+        follower = IndexFollower(open_all, interval=service.settings.index_follow_seconds)
+        follower.start()
         try:
             yield
         finally:

@@ -82,6 +82,7 @@ class WebApp:
         self.text = TEXT[self.lang]
         self.modes = MODES[self.lang]
         self.chat = chat if chat is not None else self._configured_chat()
+        self.follower: Any = None
 
     def _configured_chat(self) -> Any:
         if not (self.settings.model_path or self.settings.model or self.settings.openai_base_url):
@@ -116,6 +117,17 @@ class WebApp:
             [s.source, s.chunks, s.ingested_at[:19]]
             for s in sorted(states.values(), key=lambda s: s.source)
         ]
+
+    def follow_store(self) -> None:
+        """Keep the BM25 indexes in step with a store other processes write (a shared Chroma
+        server); once per app, stopped with the process."""
+        from chinese_mixtral_rag.store.follower import IndexFollower
+
+        if self.follower is None:
+            self.follower = IndexFollower(
+                lambda: [self.kb(name) for name in self.collections()],
+                interval=self.settings.index_follow_seconds,
+            ).start()
 
     def index_notice(self, collection: str) -> str:
         """A warning when the knowledge base's BM25 index is out of step with it, else ""."""

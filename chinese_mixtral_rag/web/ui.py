@@ -259,6 +259,7 @@ def launch(
 
     web = app or WebApp()
     demo = build_app(web)
+    web.follow_store()
     demo.launch(
         server_name=host,
         server_port=port,
