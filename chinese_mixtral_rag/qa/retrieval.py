@@ -152,11 +152,8 @@ class HybridRetriever(BaseRetriever):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + self.lexical_weight / (self.rrf_k + rank)
             ranks.setdefault(chunk_id, {})["lexical_rank"] = rank
         if self.uses_dense(query) and state.stored:
-            dense = kb.vectorstore().similarity_search_with_score(
-                query, k=self.fetch_k, filter=where
-            )
-            for rank, (doc, _) in enumerate(dense, start=1):
-                chunk_id = str(doc.id)
+            dense = kb.dense_search(query, self.fetch_k, where)
+            for rank, chunk_id in enumerate(dense, start=1):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + self.dense_weight / (self.rrf_k + rank)
                 ranks.setdefault(chunk_id, {})["dense_rank"] = rank
         order = sorted(fused, key=lambda i: -fused[i])

@@ -475,6 +475,23 @@ class KnowledgeBase:
         with self._failures(f"reading the BM25 index of {self.name!r}"):
             return self.lexical.idf(tokens) if self.lexical.current() else {}
 
+    def dense_search(
+        self, query: str, k: int, where: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """Chunk ids nearest to ``query``'s vector, best first. Ids only: the retriever fuses
+        ranks and fetches just the chunks it keeps (asking Chroma for the texts of every
+        candidate, as a LangChain ``similarity_search`` does, costs more than the search)."""
+        vector = self.embeddings.embed_query(query)
+        collection = self.collection
+        with self._failures(f"searching the vectors of {self.name!r}"):
+            found = collection.query(
+                query_embeddings=[vector],
+                n_results=k,
+                where=dict(where) if where else None,
+                include=["distances"],
+            )
+        return [str(i) for i in (found.get("ids") or [[]])[0]]
+
     def vectorstore(self) -> Any:
         """The collection as a LangChain ``Chroma`` vector store with our embeddings."""
         from langchain_chroma import Chroma
