@@ -59,15 +59,20 @@ def client(server: str) -> Any:
     return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
-def upload(server: str, kb: str, *files: tuple[str, bytes], stream: bool = False) -> Any:
-    response = httpx.post(
+def upload_to(
+    server: str, kb: str, *files: tuple[str, bytes], stream: bool = False, key: str = ""
+) -> httpx.Response:
+    return httpx.post(
         f"{server}/v1/knowledge_bases/{kb}/files",
         params={"stream": "true"} if stream else None,
-        headers={"Authorization": f"Bearer {KEY}"},
+        headers={"Authorization": f"Bearer {key}"} if key else None,
         files=[("files", (name, data)) for name, data in files],
         timeout=300,
     )
-    return response
+
+
+def upload(server: str, kb: str, *files: tuple[str, bytes], stream: bool = False) -> Any:
+    return upload_to(server, kb, *files, stream=stream, key=KEY)
 
 
 @pytest.fixture(scope="module")
@@ -244,11 +249,7 @@ def test_a_full_queue_is_refused_with_429(
     env = serve_env(tmp_path / "store", tiny_model, tiny_embedder)
     env["CMR_MAX_TOKENS"] = "300"
     with cmrag_serve("--concurrency", "1", "--queue-size", "0", env=env, log_dir=tmp_path) as url:
-        added = httpx.post(
-            f"{url}/v1/knowledge_bases/busy/files",
-            files=[("files", ("居住权.txt", RESIDENCE.encode()))],
-            timeout=300,
-        )
+        added = upload_to(url, "busy", ("居住权.txt", RESIDENCE.encode()))
         assert added.status_code == 200, added.text
         chat = {"model": "busy", "mode": "chat", "messages": [{"role": "user", "content": "你好"}]}
 
@@ -266,3 +267,39 @@ def test_a_full_queue_is_refused_with_429(
         assert "busy" in refused.json()["error"]["message"]
         later = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=120)
         assert later.status_code == 200  # the turn was given back
+
+
+def test_serving_a_model_that_runs_on_a_model_server(
+    tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path, llama_server: str
+) -> None:
+    """serve in front of backend="openai" (llama-cpp-python's server): answers with usage
+    counted by the model server's tokenizer, several at once (the queue lets 4 through)."""
+    env = serve_env(tmp_path / "store", tiny_model, tiny_embedder)
+    del env["CMR_MODEL_PATH"]
+    env["CMR_OPENAI_BASE_URL"] = llama_server
+    with cmrag_serve(env=env, log_dir=tmp_path) as url:
+        added = upload_to(url, "remote", ("居住权.txt", RESIDENCE.encode()))
+        assert added.status_code == 200, added.text
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        reply = client.chat.completions.create(
+            model="remote",
+            messages=[{"role": "user", "content": "居住权可以继承吗？"}],
+            extra_body={"sources": ["居住权.txt"]},
+        )
+        assert reply.model_extra["sources"][0]["source"] == "居住权.txt"
+        assert reply.usage.prompt_tokens > 50
+        assert 1 <= reply.usage.completion_tokens <= 16
+        health = httpx.get(f"{url}/health").json()
+        assert health["model"]  # the served model's name, read from the model server
+
+        async def together() -> list[int]:
+            chat = {
+                "model": "remote",
+                "mode": "chat",
+                "messages": [{"role": "user", "content": "你好"}],
+            }
+            async with httpx.AsyncClient(timeout=120) as http:
+                asks = (http.post(f"{url}/v1/chat/completions", json=chat) for _ in range(4))
+                return [r.status_code for r in await asyncio.gather(*asks)]
+
+        assert asyncio.run(together()) == [200] * 4
