@@ -131,6 +131,24 @@ def test_streamed_answer_cites_the_right_file_and_page(
     assert all(1 <= n <= len(sources) for n in result["cited"])
 
 
+def test_material_fills_a_model_servers_window_without_overflowing_it(
+    library: KnowledgeBase, llama_server: str
+) -> None:
+    """backend="openai": the packer measures with the server's tokenizer, so material up to the
+    whole window goes in and the server (which refuses a prompt over its window) accepts it."""
+    chat = ChineseMixtralChat(
+        base_url=llama_server, n_ctx=SERVER_N_CTX, max_tokens=MAX_TOKENS, temperature=0.0
+    )
+    assert chat.get_backend().tokenizer == "llama-cpp-python"  # type: ignore[union-attr]
+    qa = build_qa_chain(chat, kb=library, min_relevance=0.0)
+    result = qa.invoke({"question": "中华人民共和国的行政区域是怎样划分的？"})
+    report = result["report"]
+    assert report.limit == SERVER_N_CTX - MAX_TOKENS
+    assert report.limit - 400 < report.prompt_tokens <= report.limit  # filled, not overflowed
+    assert result["usage"]["input_tokens"] == report.prompt_tokens  # the server counted the same
+    assert result["answer"].strip()
+
+
 def test_a_question_restricted_to_one_file_only_cites_that_file(
     library: KnowledgeBase, chat: ChineseMixtralChat
 ) -> None:
