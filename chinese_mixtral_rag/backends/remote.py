@@ -15,14 +15,15 @@ httpx is already what LangChain depends on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from chinese_mixtral_rag.backends.base import Completion, TextRequest
+from chinese_mixtral_rag.backends.base import Completion, GenerationLock, TextRequest
 from chinese_mixtral_rag.backends.generation import StopMatcher
 from chinese_mixtral_rag.errors import ContextLengthError, ModelLoadError, ModelServerError
 
@@ -31,10 +32,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The payload that ends an OpenAI stream.
+DONE = "[DONE]"
 #: Statuses worth another try: the server is busy, restarting or behind a flaky proxy.
 RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 #: Entries kept by the tokenizer cache (the packer counts the same texts many times).
 TOKENIZE_CACHE_SIZE = 4096
+#: Seconds an idle pooled connection is reused. Below the 5 s after which uvicorn (vLLM,
+#: llama-cpp-python) and llama-server close idle connections: with httpx's default of 5 s too, a
+#: request could go out on the connection the server was closing that instant ("connection reset").
+KEEPALIVE_EXPIRY = 2.0
 
 Tokenizer = Literal["llama.cpp", "vllm", "llama-cpp-python", "local", "none"]
 
@@ -52,6 +59,12 @@ class ServerOptions:
     chat_endpoint: bool = False
     n_ctx: int | None = None
     tokenizer_path: str | None = None
+    transport: httpx.BaseTransport | None = None
+    """An httpx transport for the sync client (tests: ``httpx.MockTransport``); None: the
+    network. It serves the async client too when it is also an async transport."""
+    async_transport: httpx.AsyncBaseTransport | None = None
+    """An httpx transport for the async client; None: ``transport`` where it can, else the
+    network."""
 
 
 def _root(base_url: str) -> str:
@@ -93,8 +106,17 @@ class OpenAIServerBackend:
         headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
         self._timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
         self._headers = headers
-        self._client = httpx.Client(headers=headers, timeout=self._timeout)
-        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
+        self._client = httpx.Client(
+            headers=headers, timeout=self._timeout, limits=self._limits, transport=options.transport
+        )
+        self._async_transport = options.async_transport
+        if self._async_transport is None and isinstance(
+            options.transport, httpx.AsyncBaseTransport
+        ):
+            self._async_transport = options.transport
+        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient, asyncio.Lock] | None = None
+        self._sync_turn = GenerationLock()
         self._tokens: dict[tuple[str, bool, bool], list[int]] = {}
         self.model_name, listed = self._pick_model()
         self._context_length = self._read_context_length(listed)
@@ -114,9 +136,14 @@ class OpenAIServerBackend:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    def _describe(self, exc: Exception, url: str) -> ModelServerError:
+    def _describe(self, exc: Exception, url: str, *, mid_answer: bool = False) -> ModelServerError:
         import httpx
 
+        if mid_answer and not isinstance(exc, httpx.TimeoutException):
+            return ModelServerError(
+                f"The model server at {self.base_url} broke off the answer "
+                f"({type(exc).__name__}: {exc}): it may have crashed or restarted; see its log."
+            )
         if isinstance(exc, httpx.TimeoutException):
             what = "connect" if isinstance(exc, httpx.ConnectTimeout) else "answer"
             limit = self.options.connect_timeout if what == "connect" else self.options.timeout
@@ -149,10 +176,18 @@ class OpenAIServerBackend:
                 "Shorten the conversation or the documents, or lower max_tokens."
             )
         if status == 404:
+            hint = "" if self.base_url.endswith("/v1") else f" (try {self.base_url}/v1)"
             return ModelServerError(
-                f"The server at {self.base_url} has no {what} (HTTP 404): it is not an "
-                "OpenAI-compatible model server, or openai_base_url= (CMR_OPENAI_BASE_URL) "
-                "does not end in /v1."
+                f"The server at {self.base_url} answered HTTP 404 (not found) to {what}: it is "
+                "not an OpenAI-compatible model server, or openai_base_url= "
+                f"(CMR_OPENAI_BASE_URL) does not end in /v1{hint}."
+            )
+        if status in RETRY_STATUSES:
+            tries = self.options.max_retries + 1
+            return ModelServerError(
+                f"The model server at {self.base_url} is busy or restarting: it answered "
+                f"{what} with HTTP {status} ({message}) {tries} time{'s' if tries > 1 else ''}. "
+                "Try again later, or raise max_retries= (CMR_MAX_RETRIES) to wait longer."
             )
         return ModelServerError(
             f"The model server at {self.base_url} failed {what} (HTTP {status}: {message})."
@@ -174,7 +209,7 @@ class OpenAIServerBackend:
             last = attempt == self.options.max_retries
             try:
                 response = self._client.request(method, url, json=json_body)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            except _retried_errors() as exc:  # all requests here are idempotent
                 if last:
                     raise self._describe(exc, url) from exc
                 time.sleep(self._backoff(attempt, None))
@@ -246,6 +281,13 @@ class OpenAIServerBackend:
             if isinstance(n_ctx, int) and n_ctx > 0:
                 return n_ctx
         return self.options.n_ctx
+
+    @property
+    def one_at_a_time(self) -> bool:
+        """Whether generations go to the server one at a time (concurrent calls wait their turn):
+        llama-cpp-python's server answers one request at a time anyway, and by default
+        (``interrupt_requests``) cuts a running answer short when another request comes in."""
+        return self.tokenizer == "llama-cpp-python"
 
     @property
     def context_length(self) -> int:
@@ -412,16 +454,18 @@ class OpenAIServerBackend:
             reason = choice.get("finish_reason")
             if reason:
                 completion.finish_reason = "length" if reason == "length" else "stop"
-            else:
+            if piece or not reason:  # the last token may come with the finish reason
                 tokens += 1
         return text, tokens
 
-    def _lines(self, url: str, body: dict[str, Any]) -> Iterator[str]:
-        """The ``data:`` payloads of a streamed response, retried until the first byte."""
+    def _lines(self, url: str, body: dict[str, Any]) -> Generator[str, None, None]:
+        """The ``data:`` payloads of a streamed response (``[DONE]`` included), retried until
+        the first one."""
         import httpx
 
         for attempt in range(self.options.max_retries + 1):
             last = attempt == self.options.max_retries
+            started = False  # once text has come, a retry would repeat it
             try:
                 with self._client.stream("POST", url, json=body) as response:
                     if response.status_code in RETRY_STATUSES and not last:
@@ -435,36 +479,51 @@ class OpenAIServerBackend:
                     for line in response.iter_lines():
                         if line.startswith("data:"):
                             payload = line[5:].strip()
-                            if payload == "[DONE]":
-                                return
+                            started = True
                             yield payload
+                            if payload == DONE:
+                                return
                     return
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if last:
-                    raise self._describe(exc, url) from exc
+            except _retried_errors() as exc:
+                if last or started:
+                    raise self._describe(exc, url, mid_answer=started) from exc
                 time.sleep(self._backoff(attempt, None))
             except httpx.HTTPError as exc:
-                raise self._describe(exc, url) from exc
+                raise self._describe(exc, url, mid_answer=started) from exc
 
     def stream_request(self, request: TextRequest, completion: Completion) -> Iterator[str]:
         url, body = self._body(request, stream=True)
         text = Output(request, completion)
-        for payload in self._lines(url, body):
-            piece = text.feed(*self._read_event(payload, completion))
-            if piece:
-                yield piece
-            if text.stopped:
-                break
-        if tail := text.finish():
-            yield tail
-        self._fill_usage(request, text, completion)
+        with self._sync_turn if self.one_at_a_time else contextlib.nullcontext():
+            # closed at once on a local stop: the connection goes, the server stops generating
+            with contextlib.closing(self._lines(url, body)) as lines:
+                for payload in lines:
+                    if payload == DONE:
+                        text.done = True
+                        break
+                    piece = text.feed(*self._read_event(payload, completion))
+                    if piece:
+                        yield piece
+                    if text.stopped:
+                        break
+            if completion.finish_reason is None:
+                raise self._cut_short(request, body, done=text.done)
+            if tail := text.finish():
+                yield tail
+            self._fill_usage(request, text, completion)
 
     async def _async_client(self) -> httpx.AsyncClient:
         import httpx
 
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
-            self._async = (loop, httpx.AsyncClient(headers=self._headers, timeout=self._timeout))
+            client = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=self._timeout,
+                limits=self._limits,
+                transport=self._async_transport,
+            )
+            self._async = (loop, client, asyncio.Lock())
         return self._async[1]
 
     async def _alines(self, url: str, body: dict[str, Any]) -> AsyncGenerator[str, None]:
@@ -473,6 +532,7 @@ class OpenAIServerBackend:
         client = await self._async_client()
         for attempt in range(self.options.max_retries + 1):
             last = attempt == self.options.max_retries
+            started = False
             try:
                 async with client.stream("POST", url, json=body) as response:
                     if response.status_code in RETRY_STATUSES and not last:
@@ -485,36 +545,76 @@ class OpenAIServerBackend:
                     async for line in response.aiter_lines():
                         if line.startswith("data:"):
                             payload = line[5:].strip()
-                            if payload == "[DONE]":
-                                return
+                            started = True
                             yield payload
+                            if payload == DONE:
+                                return
                     return
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if last:
-                    raise self._describe(exc, url) from exc
+            except _retried_errors() as exc:
+                if last or started:
+                    raise self._describe(exc, url, mid_answer=started) from exc
                 await asyncio.sleep(self._backoff(attempt, None))
             except httpx.HTTPError as exc:
-                raise self._describe(exc, url) from exc
+                raise self._describe(exc, url, mid_answer=started) from exc
 
     async def astream_request(
         self, request: TextRequest, completion: Completion
     ) -> AsyncIterator[str]:
         url, body = self._body(request, stream=True)
         text = Output(request, completion)
-        lines = self._alines(url, body)
-        try:
-            async for payload in lines:
-                piece = text.feed(*self._read_event(payload, completion))
-                if piece:
-                    yield piece
-                if text.stopped:
-                    break
-        finally:
-            await lines.aclose()
-        if tail := text.finish():
-            yield tail
-        if not completion.prompt_tokens:
-            await asyncio.to_thread(self._fill_usage, request, text, completion)
+        await self._async_client()
+        assert self._async is not None
+        async with self._async[2] if self.one_at_a_time else contextlib.nullcontext():
+            lines = self._alines(url, body)
+            try:
+                async for payload in lines:
+                    if payload == DONE:
+                        text.done = True
+                        break
+                    piece = text.feed(*self._read_event(payload, completion))
+                    if piece:
+                        yield piece
+                    if text.stopped:
+                        break
+            finally:
+                await lines.aclose()
+            if completion.finish_reason is None:
+                raise await asyncio.to_thread(self._cut_short, request, body, done=text.done)
+            if tail := text.finish():
+                yield tail
+            if not completion.prompt_tokens:
+                await asyncio.to_thread(self._fill_usage, request, text, completion)
+
+    def _cut_short(self, request: TextRequest, body: Mapping[str, Any], *, done: bool) -> Exception:
+        """The error for a stream that ended without a finish reason. llama-cpp-python's server
+        answers a prompt over its window so (HTTP 200, then nothing), and a running answer when
+        another request comes in (``[DONE]`` early: its ``interrupt_requests``)."""
+        if done:
+            return ModelServerError(
+                f"The model server at {self.base_url} ended the answer early, without a finish "
+                "reason: llama-cpp-python's server does so when another request comes in while "
+                "it answers. Start it with --interrupt_requests false, or send it one request "
+                "at a time."
+            )
+        window = self._context_length
+        max_tokens = int(body.get("max_tokens") or 0)
+        if window is not None and self.tokenizer != "none":
+            try:
+                prompt = len(self.tokenize(request.prompt, add_bos=True, special=True))
+            except (ModelServerError, ModelLoadError):
+                prompt = 0
+            if prompt + max_tokens > window:
+                return ContextLengthError(
+                    f"The prompt has {prompt} tokens and max_tokens={max_tokens}, but the model "
+                    f"server's context window is {window} tokens (it ended the answer without a "
+                    "word). Shorten the conversation or the documents, or lower max_tokens."
+                )
+        return ModelServerError(
+            f"The model server at {self.base_url} ended the answer without a finish reason: it "
+            "failed mid-answer (see its log). A prompt longer than the server's context window "
+            "does this on llama-cpp-python's server; set n_ctx= (CMR_N_CTX) to the server's "
+            "context size to have that checked."
+        )
 
     def _fill_usage(self, request: TextRequest, output: Output, completion: Completion) -> None:
         """Servers that send no usage in streams (llama-cpp-python): the prompt counted by its
@@ -525,6 +625,20 @@ class OpenAIServerBackend:
         if self.tokenizer != "none":
             prompt = self.tokenize(request.prompt, add_bos=True, special=True)
             completion.prompt_tokens = len(prompt)
+
+
+def _retried_errors() -> tuple[type[Exception], ...]:
+    """Failures before a response that another try may fix: refused or reset connections, a
+    pooled connection the server had closed."""
+    import httpx
+
+    return (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.ReadError,
+        httpx.WriteError,
+        httpx.RemoteProtocolError,
+    )
 
 
 class Output:
@@ -538,6 +652,8 @@ class Output:
         self.emitted = ""
         self.tokens = 0
         self.stopped = False
+        self.done = False
+        """Whether the server ended the stream (``[DONE]``) rather than the connection."""
 
     def feed(self, text: str, tokens: int = 0) -> str:
         self.tokens += tokens
