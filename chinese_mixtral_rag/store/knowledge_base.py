@@ -475,9 +475,7 @@ class KnowledgeBase:
         with self._failures(f"reading the BM25 index of {self.name!r}"):
             return self.lexical.idf(tokens) if self.lexical.current() else {}
 
-    def dense_search(
-        self, query: str, k: int, where: Mapping[str, Any] | None = None
-    ) -> list[str]:
+    def dense_search(self, query: str, k: int, where: Mapping[str, Any] | None = None) -> list[str]:
         """Chunk ids nearest to ``query``'s vector, best first. Ids only: the retriever fuses
         ranks and fetches just the chunks it keeps (asking Chroma for the texts of every
         candidate, as a LangChain ``similarity_search`` does, costs more than the search)."""
