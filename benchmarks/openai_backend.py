@@ -50,6 +50,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from chinese_mixtral_rag import ChineseMixtralChat
 from chinese_mixtral_rag.testing.servers import SERVER_N_CTX, llama_cpp_server
+from chinese_mixtral_rag.testing.tables import format_table
 from chinese_mixtral_rag.testing.tiny_model import SMALL, TINY, TinyModelSpec, build_tiny_mixtral
 
 SYSTEM = "你是一个乐于助人的助手。"
@@ -232,20 +233,6 @@ def run_alternating(impls: Sequence[Impl], runs: int, label: str) -> None:
             sample = impl.run()
             impl.samples.append(sample)
             log(f"  {label}: round {round_no + 1}/{runs} {impl.name}: {sample.total:.3f} s")
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """Plain aligned text; columns in ``right`` are right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 def table_rows(impls: Sequence[Impl], model: str, tokens: int) -> list[list[str]]:

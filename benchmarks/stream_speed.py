@@ -56,6 +56,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from chinese_mixtral_rag import ChineseMixtralChat
 from chinese_mixtral_rag.chat_template import TURN_SEPARATOR
+from chinese_mixtral_rag.testing.tables import format_table
 from chinese_mixtral_rag.testing.tiny_model import SMALL, TINY, TinyModelSpec, build_tiny_mixtral
 
 SYSTEM = "你是一个乐于助人的助手。"
@@ -574,20 +575,6 @@ def summarize(impls: Sequence[Impl], model: str) -> list[Row]:
             )
         )
     return rows
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """Plain aligned text; columns in ``right`` are right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 def print_results(rows: Sequence[Row]) -> None:
