@@ -379,15 +379,17 @@ def create_app(service: Service) -> FastAPI:
     )
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         """Answer from the knowledge base ``model``, citing ``sources`` (SSE with stream)."""
-        answer = await run_in_threadpool(Answer, service, body)
         gated = body.mode != "search"
-        if gated:
+        if gated:  # before any work: a refusal costs nothing
             await service.gate.enter()
-        events = iterate_in_thread(answer.events)
+        events = None
         try:
+            answer = await run_in_threadpool(Answer, service, body)
+            events = iterate_in_thread(answer.events)
             first = await anext(events)  # errors of retrieval and packing are still HTTP ones
         except BaseException:
-            await events.aclose()
+            if events is not None:
+                await events.aclose()
             if gated:
                 service.gate.leave()
             raise

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -30,6 +31,13 @@ from typing import Any
 from chinese_mixtral_rag.chinese import LEXICAL_SCRIPTS, fold_full_width
 
 logger = logging.getLogger(__name__)
+
+#: Loaded indexes kept per process, whichever ``LexicalIndex`` object asks: the faces open a
+#: knowledge base per request, and loading an index costs 100+ ms at 10k chunks (an index
+#: directory's content never changes once built: a rebuild writes a new one).
+LOADED_INDEXES = 8
+_LOADED: dict[Path, tuple[str, Any, list[str]]] = {}
+_LOADED_LOCK = threading.Lock()
 
 #: Names the tokenization; cached tokens of another scheme are never reused. v2: the Han
 #: characters of :mod:`chinese_mixtral_rag.chinese` (〇 and 々 now join their neighbours' bigrams).
@@ -193,9 +201,17 @@ class LexicalIndex:
             raise LookupError(f"no lexical index in {self.directory}")
         if self._loaded is None or self._loaded[0] != name:
             folder = self.directory / f"index-{name}"
-            ids = json.loads((folder / "ids.json").read_text())
-            index = bm25s.BM25.load(str(folder), show_progress=False) if ids else None
-            self._loaded = (name, index, ids)
+            with _LOADED_LOCK:
+                loaded = _LOADED.pop(folder, None)
+            if loaded is None:
+                ids = json.loads((folder / "ids.json").read_text())
+                index = bm25s.BM25.load(str(folder), show_progress=False) if ids else None
+                loaded = (name, index, ids)
+            with _LOADED_LOCK:  # most recently used last; the oldest goes beyond the limit
+                _LOADED[folder] = loaded
+                while len(_LOADED) > LOADED_INDEXES:
+                    _LOADED.pop(next(iter(_LOADED)))
+            self._loaded = loaded
         return self._loaded
 
     def search(
