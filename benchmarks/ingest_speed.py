@@ -53,7 +53,7 @@ def run_plain(corpus: Path, store: Path, chunk_size: int = 500) -> dict[str, Any
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
+    from chinese_mixtral_rag.store.embeddings import MINILM_MODEL, resolve_embedding_model
 
     loaders = {".pdf": PyPDFLoader, ".docx": Docx2txtLoader, ".txt": TextLoader, ".md": TextLoader}
     phases: dict[str, float] = {}
@@ -69,7 +69,8 @@ def run_plain(corpus: Path, store: Path, chunk_size: int = 500) -> dict[str, Any
     chunks = splitter.split_documents(documents)
     phases["split"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    embeddings = HuggingFaceEmbeddings(model_name=resolve_embedding_model(None).path)
+    # both pipelines with MiniLM (sentence-transformers); the e5 comparison is issue 13's
+    embeddings = HuggingFaceEmbeddings(model_name=resolve_embedding_model(MINILM_MODEL).path)
     phases["model load"] = time.perf_counter() - mark
     mark = time.perf_counter()
     db = Chroma.from_documents(
@@ -90,7 +91,7 @@ def run_ours(corpus: Path, store: Path) -> dict[str, Any]:
     from chinese_mixtral_rag.settings import Settings
     from chinese_mixtral_rag.store import open_knowledge_base
 
-    settings = Settings(persist_dir=store, collection="ours")
+    settings = Settings(persist_dir=store, collection="ours", embedding_model="all-MiniLM-L6-v2")
     kb = open_knowledge_base(settings)
     spec = ChunkingSpec(
         chunk_size=settings.chunk_size,

@@ -97,12 +97,15 @@ def tiny_gguf(store: Path) -> Path:
     return path
 
 
-def open_stores(store: Path) -> tuple[EvalDataset, KnowledgeBase, KnowledgeBase]:
-    """The CMRC and the docs collections with the real MiniLM (ingested on first use)."""
-    embedding = resolve_embedding_model(None)
+def open_stores(
+    store: Path, embedder: str | None = None
+) -> tuple[EvalDataset, KnowledgeBase, KnowledgeBase]:
+    """The CMRC and the docs collections with a real embedder (the offline default unless
+    named), ingested on first use."""
+    embedding = resolve_embedding_model(embedder)
     spec = ChunkingSpec(384, 48, str(tiny_gguf(store)), embedding.path)
     dataset = load_dataset(SHARED / "cmrc2018" / "cmrc2018_dev.json")
-    cmrc = KnowledgeBase("cmrc-minilm", embedding, persist_dir=store)
+    cmrc = KnowledgeBase(f"cmrc-{embedding.name}", embedding, persist_dir=store)
     started = time.perf_counter()
     report = ingest_corpus(dataset, cmrc, spec, store / "eval-corpora" / cmrc.name, workers=2)
     print(
@@ -110,7 +113,7 @@ def open_stores(store: Path) -> tuple[EvalDataset, KnowledgeBase, KnowledgeBase]
         f"({report.chunks_embedded} embedded)",
         flush=True,
     )
-    docs = KnowledgeBase("docs-minilm", embedding, persist_dir=store)
+    docs = KnowledgeBase(f"docs-{embedding.name}", embedding, persist_dir=store)
     started = time.perf_counter()
     report = ingest(SHARED / "docs", docs, spec, workers=2)
     print(
@@ -300,13 +303,16 @@ def main() -> int:
     parser.add_argument("--timed", type=int, default=300, help="questions run for real [300]")
     parser.add_argument("--no-sensitivity", action="store_true")
     parser.add_argument("--rerank", action="store_true", help="add the (random) reranker row")
+    parser.add_argument(
+        "--embedder", help="embedding model [the offline default, multilingual-e5-small]"
+    )
     args = parser.parse_args()
     if not (SHARED / "cmrc2018").is_dir():
         print(f"shared data not found at {SHARED}", file=sys.stderr)
         return 2
     for noisy in ("chromadb", "pypdf"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    dataset, cmrc, docs = open_stores(args.store)
+    dataset, cmrc, docs = open_stores(args.store, args.embedder)
     items = dataset.items[: args.limit] if args.limit else dataset.items
 
     lists = ranked_lists(cmrc, [i.question for i in items])

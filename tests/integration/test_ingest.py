@@ -38,7 +38,7 @@ TRADITIONAL = "混合專家模型由多個專家網絡和一個門控網絡組�
 
 
 def open_kb(
-    store: Path, embedder: Path | None, name: str = "test-docs", **kwargs: Any
+    store: Path, embedder: Path | str | None, name: str = "test-docs", **kwargs: Any
 ) -> KnowledgeBase:
     info = resolve_embedding_model(str(embedder) if embedder else None)
     return KnowledgeBase(name, info, persist_dir=store, **kwargs)
@@ -215,7 +215,7 @@ def test_a_different_embedding_model_is_refused_and_nothing_is_lost(
     kb = open_kb(tmp_path / "store", tiny_embedder)
     ingest(docs, kb, spec_for(kb), workers=0)
     count = kb.count()
-    other = open_kb(tmp_path / "store", None)  # the bundled MiniLM
+    other = open_kb(tmp_path / "store", "all-MiniLM-L6-v2")  # the bundled MiniLM
     with pytest.raises(StoreError, match="tiny-embedder"):
         ingest(docs, other, spec_for(other), workers=0)
     assert kb.count() == count
@@ -455,7 +455,7 @@ def test_bundled_minilm_embeds_for_real(tmp_path: Path) -> None:
     (docs / "en.txt").write_text(
         "The cat sat on the mat.\n\nQuarterly revenue grew by ten percent.", encoding="utf-8"
     )
-    kb = open_kb(tmp_path / "store", None)
+    kb = open_kb(tmp_path / "store", "all-MiniLM-L6-v2")
     ingest(docs, kb, spec_for(kb, chunk_size=32, chunk_overlap=0), workers=0)
     hits = kb.vectorstore().similarity_search("a kitten resting on a rug", k=1)
     assert "cat" in hits[0].page_content

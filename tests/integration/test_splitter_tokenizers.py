@@ -154,7 +154,7 @@ def test_embedding_counter_matches_what_sentence_transformers_feeds_the_model() 
 
     from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 
-    path = resolve_embedding_model(None).path
+    path = resolve_embedding_model("all-MiniLM-L6-v2").path
     counter, limit = embedding_token_counter(path)
     model = SentenceTransformer(path, device="cpu")
     texts = ["混合专家模型", "Hello, World! 123", "表情😀和生僻字𠀀", "长" * 300]
