@@ -28,7 +28,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from chinese_mixtral_rag.chinese import LEXICAL_SCRIPTS, fold_full_width
+from chinese_mixtral_rag.chinese import LEXICAL_SCRIPTS, fold_full_width, to_simplified
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +41,19 @@ _LOADED_LOCK = threading.Lock()
 
 #: Names the tokenization; cached tokens of another scheme are never reused. v2: the Han
 #: characters of :mod:`chinese_mixtral_rag.chinese` (〇 and 々 now join their neighbours' bigrams).
-LEXICAL_SCHEME = "cjk-bigram-v2"
+#: v3: Traditional folded to Simplified (OpenCC t2s) in chunks and queries alike.
+LEXICAL_SCHEME = "cjk-bigram-v3"
 
 _RUN = re.compile(f"[{LEXICAL_SCRIPTS}]+|[^\\W_{LEXICAL_SCRIPTS}]+")
 _IS_CJK = re.compile(f"[{LEXICAL_SCRIPTS}]")
 
 
 def lexical_tokens(text: str) -> list[str]:
-    """Search tokens: each CJK character and each pair of neighbouring ones, plus lowercased
-    words/numbers of other scripts; punctuation and spaces dropped."""
+    """Search tokens: each CJK character and each pair of neighbouring ones (Traditional folded
+    to Simplified, so either script finds the other), plus lowercased words/numbers of other
+    scripts; punctuation and spaces dropped."""
     tokens: list[str] = []
-    for match in _RUN.finditer(fold_full_width(text).lower()):
+    for match in _RUN.finditer(to_simplified(fold_full_width(text)).lower()):
         run = match.group()
         if _IS_CJK.match(run):
             tokens.extend(run)

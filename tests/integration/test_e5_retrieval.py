@@ -63,6 +63,23 @@ def test_dense_search_finds_meaning_not_just_characters(
     assert found[0].metadata["dense_rank"] == 1
 
 
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("讀者遺失圖書要賠償多少？", "借阅规则.txt"),  # Traditional over Simplified
+        ("長城西邊到哪裡？", "长城.txt"),
+    ],
+)
+def test_a_question_in_traditional_characters_finds_simplified_text(
+    kb: KnowledgeBase, question: str, expected: str
+) -> None:
+    lexical = kb.lexical_search(question, 1)  # BM25 alone: the scripts are folded
+    assert [kb.documents([i])[0].metadata["source"] for i, _ in lexical] == [expected]
+    hits = HybridRetriever(kb=kb, k=3).invoke(question)
+    assert hits[0].metadata["source"] == expected
+    assert hits[0].page_content == PASSAGES[expected]  # shown as stored, not converted
+
+
 def test_the_collection_remembers_the_bundled_model(kb: KnowledgeBase) -> None:
     info = resolve_embedding_model(None)
     assert info.name == "multilingual-e5-small"

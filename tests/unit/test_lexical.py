@@ -81,3 +81,11 @@ def test_a_query_and_the_same_text_cleaned_as_a_document_give_the_same_tokens(te
 def test_zero_and_iteration_marks_join_their_neighbours() -> None:
     assert "二〇" in lexical_tokens("二〇二三年")
     assert "人々" in lexical_tokens("人々")
+
+
+def test_traditional_and_simplified_give_the_same_tokens() -> None:
+    from chinese_mixtral_rag.store.lexical import lexical_tokens
+
+    assert lexical_tokens("圖書館晚上幾點關門？") == lexical_tokens("图书馆晚上几点关门？")
+    assert lexical_tokens("讀者遺失圖書") == lexical_tokens("读者遗失图书")
+    assert lexical_tokens("Hello 乾隆") == ["hello", "乾", "隆", "乾隆"]  # 乾 stays in names
