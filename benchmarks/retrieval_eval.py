@@ -322,7 +322,7 @@ def main() -> int:
         f"(latency, dense share and agreement with the replay: first {timed} questions)\n"
     )
     variants: list[tuple[str, dict[str, Any]]] = [
-        ("dense only (MiniLM)", {"dense": "always", "lexical_weight": 0.0}),
+        ("dense only", {"dense": "always", "lexical_weight": 0.0}),
         ("BM25 only", {"dense": "never"}),
         ("hybrid, gated (default)", {"dense": "auto"}),
         ("hybrid forced, w=0.25", {"dense": "always", "dense_weight": 0.25}),
