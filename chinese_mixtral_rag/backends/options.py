@@ -167,7 +167,8 @@ class ModelOptions(BaseModel):
         if not source:
             raise ModelLoadError(
                 "No model configured. Pass model_path= (a Chinese-Mixtral GGUF file or checkpoint "
-                "directory) or model= (a Hugging Face id), or set CMR_MODEL_PATH."
+                "directory) or model= (a Hugging Face id), or set CMR_MODEL_PATH; for a model on "
+                "a server (vLLM, llama.cpp), openai_base_url= (CMR_OPENAI_BASE_URL)."
             )
         return source
 
