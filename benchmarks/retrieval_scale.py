@@ -285,6 +285,8 @@ def build(store: Path, size: int, seed: int) -> dict[str, Any]:
             phases["generate"] += time.perf_counter() - mark
             mark = time.perf_counter()
             kb.write_files(batch)
+            while kb.embed_pending(WRITE_BATCH).chunks:  # vectors come second, as in ingest
+                pass
             phases["write_files"] += time.perf_counter() - mark
             n = first
             for file in batch:
@@ -298,6 +300,7 @@ def build(store: Path, size: int, seed: int) -> dict[str, Any]:
                 print(f"  {first + len(texts):,}/{size:,} chunks", file=sys.stderr, flush=True)
         mark = time.perf_counter()
         kb.refresh_index()
+        kb.finish_vectors()
         phases["refresh_index"] = time.perf_counter() - mark
     (store / "questions.json").write_text(
         json.dumps(questions_for(samples, seed), ensure_ascii=False), encoding="utf-8"

@@ -458,7 +458,9 @@ def create_app(service: Service) -> FastAPI:
         def cards() -> list[DocumentCard]:
             states = service.kb(name).file_states()
             return [
-                DocumentCard(id=s.source, chunks=s.chunks, ingested_at=s.ingested_at)
+                DocumentCard(
+                    id=s.source, chunks=s.chunks, ingested_at=s.ingested_at, state=s.search_state
+                )
                 for s in sorted(states.values(), key=lambda s: s.source)
             ]
 

@@ -152,6 +152,10 @@ class DocumentCard(BaseModel):
     object: Literal["document"] = "document"
     chunks: int
     ingested_at: str
+    state: Literal["ready", "words", "partial"] = Field(
+        description="ready: found by words and meaning; words: found by words while its vectors "
+        "are computed; partial: a write was cut short (the next ingest redoes it)."
+    )
 
 
 class DocumentList(BaseModel):

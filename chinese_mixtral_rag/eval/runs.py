@@ -173,6 +173,44 @@ def evaluate_retrieval(
     return RetrievalReport(outcomes, ks)
 
 
+#: The sides ``compare_retrieval`` runs, in the order printed.
+SIDES = ("bm25", "dense", "fused")
+
+
+def compare_retrieval(
+    kb: KnowledgeBase,
+    dataset: EvalDataset,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    items: Sequence[EvalItem] | None = None,
+    on_query: Callable[[QueryOutcome], None] | None = None,
+    **fields: Any,
+) -> dict[str, RetrievalReport]:
+    """BM25 alone, dense alone and the fusion (``fields``, as :func:`make_retriever`) over the
+    same questions and store: what each side contributes on this data. Dense alone ignores the
+    per-query gate (it shows what the embedder can do); the fusion keeps it."""
+    sides = {
+        "bm25": make_retriever(kb, dense="never", **fields),
+        "dense": make_retriever(
+            kb, dense="always", **{**fields, "lexical_weight": 0.0, "dense_weight": 1.0}
+        ),
+        "fused": make_retriever(kb, **fields),
+    }
+    return {
+        name: evaluate_retrieval(retriever, dataset, ks=ks, items=items, on_query=on_query)
+        for name, retriever in sides.items()
+    }
+
+
+def gains_and_losses(base: RetrievalReport, other: RetrievalReport, k: int = 1) -> tuple[int, int]:
+    """Questions ``other`` finds within ``k`` that ``base`` does not, and the reverse."""
+    hit = [
+        (a.rank is not None and a.rank <= k, b.rank is not None and b.rank <= k)
+        for a, b in zip(base.outcomes, other.outcomes, strict=True)
+    ]
+    return sum(1 for a, b in hit if b and not a), sum(1 for a, b in hit if a and not b)
+
+
 @dataclass(frozen=True)
 class AnswerOutcome:
     """What the QA chain did for one question, and its scores."""

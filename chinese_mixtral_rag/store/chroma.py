@@ -64,6 +64,8 @@ _CAUSES = (
             "file too large",
             "disk i/o error",
             "compaction",
+            "compactor",  # a write that could not be finished, retried by the next read
+            "failed to apply logs",
             "efbig",
         ),
         "the disk is full or failing",

@@ -14,21 +14,30 @@ interleave). Reading never writes: a collection that does not exist reads as emp
 created, and a BM25 index out of step with Chroma is reported by :meth:`~KnowledgeBase.index_state`
 and refreshed only by :meth:`~KnowledgeBase.refresh_index`, on the write side.
 
+Vectors come second. :meth:`~KnowledgeBase.write_files` stores a file's chunks at once with a
+placeholder vector and ``embedded: False`` (so BM25 finds them as soon as the index is refreshed),
+and :meth:`~KnowledgeBase.embed_pending` then computes the real vectors, a batch at a time, each
+chunk's vector and flag changing in one update. Pending chunks are read back from the collection
+itself, so a kill during the vector stage loses nothing: the next run embeds what is left. While
+any are pending a marker file says so and dense search skips them.
+
 The collection records its embedding model; opening it with another model is an error (vectors of
 two models in one index are silent garbage).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -56,9 +65,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Vector = npt.NDArray[np.float32]
+SearchState = Literal["ready", "words", "partial"]
 
 #: Version of the chunk metadata layout, recorded in the collection.
 SCHEMA = 1
+
+#: Chunk metadata: False while the chunk holds a placeholder instead of its vector, True once
+#: embedded (chunks written before vectors came second lack it and count as embedded).
+EMBEDDED = "embedded"
+#: What dense search adds to its filter while vectors are pending: placeholders are zeros, at
+#: cosine distance 1 from every query, which would rank above real but dissimilar chunks.
+_HAS_VECTOR: dict[str, Any] = {EMBEDDED: {"$ne": False}}
+#: File beside the BM25 index while some chunk may lack its vector (removed when none does).
+PENDING_MARKER = "vectors-pending"
 
 
 @dataclass
@@ -73,6 +92,17 @@ class FileState:
     chunks: int = 0
     title: str = ""
     ingested_at: str = ""
+    pending: int = 0
+    """Chunks stored without their vector yet: found by words only until the vector stage
+    reaches them."""
+
+    @property
+    def search_state(self) -> SearchState:
+        """``partial``: a write was cut short (the next ingest redoes the file); ``words``: found
+        by BM25, vectors still being computed; ``ready``: found by both."""
+        if self.chunks != self.expected or len(self.hashes) != 1:
+            return "partial"
+        return "words" if self.pending else "ready"
 
     def is_complete(self, file_hash: str, chunker: str) -> bool:
         """All chunks of exactly this content and chunking are stored, and nothing else."""
@@ -112,12 +142,22 @@ class WriteSummary:
 
     written: int = 0
     """Chunks written (added or rewritten)."""
-    embedded: int = 0
-    """Texts embedded (repeated texts and stored chunks are not embedded again)."""
     reused: int = 0
     """Chunks whose content (and vector) was already stored."""
     deleted: int = 0
     """Stale chunks of the written files removed."""
+    pending: int = 0
+    """Chunks written with a placeholder: :meth:`KnowledgeBase.embed_pending` computes them."""
+
+
+@dataclass
+class VectorSummary:
+    """What one :meth:`KnowledgeBase.embed_pending` call did."""
+
+    chunks: int = 0
+    """Chunks that got their vector (0: none was pending)."""
+    embedded: int = 0
+    """Distinct texts embedded for them."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +170,9 @@ class IndexState:
     """Chunks in the BM25 index."""
     missing: int = 0
     """BM25 hits of a search that Chroma no longer holds (found while searching)."""
+    vectors_pending: bool = False
+    """Some chunks are still without their vector (an ingest is computing them, or was killed):
+    those are found by BM25 only."""
 
     @property
     def stale(self) -> bool:
@@ -195,6 +238,9 @@ class KnowledgeBase:
         self._collection: Any = None
         self._metadata: dict[str, Any] = {}
         self._writing = False
+        self._turns = threading.RLock()
+        self._failed = ""
+        """Why a write of this ingest failed: then the other thread must not touch the store."""
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -205,17 +251,27 @@ class KnowledgeBase:
     @contextmanager
     def _failures(self, action: str) -> Iterator[None]:
         """Chroma, SQLite and file-system errors as one :class:`StoreError` that says what
-        failed, why and what to do (disk full, read-only, locked, damaged)."""
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            if not is_store_failure(exc):
+        failed, why and what to do (disk full, read-only, locked, damaged).
+
+        While this object writes (an ingest, whose vector stage is a second thread), its store
+        calls take turns, as in a single-threaded ingest, and after a failed write (a full disk)
+        neither thread touches the store again. Readers outside an ingest never wait."""
+        with self._turns if self._writing else contextlib.nullcontext():
+            if self._writing and self._failed:
+                raise StoreError(self._failed)  # after a failed write, touch nothing more
+            try:
+                yield
+            except StoreError:
                 raise
-            where = f"{self.host}:{self.port}" if self.host else str(self.persist_dir)
-            free = self.persist_dir if self.persist_dir.is_dir() else None
-            raise StoreError(describe_failure(exc, where, action, free)) from exc
+            except Exception as exc:
+                if not is_store_failure(exc):
+                    raise
+                where = f"{self.host}:{self.port}" if self.host else str(self.persist_dir)
+                free = self.persist_dir if self.persist_dir.is_dir() else None
+                message = describe_failure(exc, where, action, free)
+                if self._writing:
+                    self._failed = message  # before the other thread gets its turn
+                raise StoreError(message) from exc
 
     def _store_exists(self) -> bool:
         """False for an embedded store whose folder was never made (nothing to open)."""
@@ -342,7 +398,7 @@ class KnowledgeBase:
             with self._failures(f"locking knowledge base {self.name!r} for writing"):
                 lock.write(str(os.getpid()))
                 lock.flush()
-            self._writing = True
+            self._writing, self._failed = True, ""
             try:
                 yield
             finally:
@@ -411,6 +467,8 @@ class KnowledgeBase:
                 state.chunks += 1
                 state.title = str(meta.get("title", "")) or state.title
                 state.ingested_at = max(state.ingested_at, str(meta.get("ingested_at", "")))
+                if meta.get(EMBEDDED) is False:
+                    state.pending += 1
         return states
 
     def all_ids(self) -> list[str]:
@@ -459,7 +517,13 @@ class KnowledgeBase:
         """Chunks stored and chunks in the BM25 index (cheap: two counts, no listing)."""
         with self._failures(f"reading the BM25 index of {self.name!r}"):
             indexed = len(self.lexical.ids()) if self.lexical.current() else 0
-        return IndexState(stored=self.count(), indexed=indexed)
+        return IndexState(
+            stored=self.count(), indexed=indexed, vectors_pending=self.vectors_pending()
+        )
+
+    def vectors_pending(self) -> bool:
+        """Whether some chunks may still lack their vector (cheap: one file's existence)."""
+        return (self.lexical.directory / PENDING_MARKER).exists()
 
     def lexical_search(
         self, query: str, k: int, allowed: Collection[str] | None = None
@@ -481,6 +545,8 @@ class KnowledgeBase:
         candidate, as a LangChain ``similarity_search`` does, costs more than the search)."""
         vector = self.embeddings.embed_query(query)
         collection = self.collection
+        if self.vectors_pending():  # filtering costs time: only while there is something to skip
+            where = {"$and": [dict(where), _HAS_VECTOR]} if where else _HAS_VECTOR
         with self._failures(f"searching the vectors of {self.name!r}"):
             found = collection.query(
                 query_embeddings=[vector],
@@ -491,7 +557,8 @@ class KnowledgeBase:
         return [str(i) for i in (found.get("ids") or [[]])[0]]
 
     def vectorstore(self) -> Any:
-        """The collection as a LangChain ``Chroma`` vector store with our embeddings."""
+        """The collection as a LangChain ``Chroma`` vector store with our embeddings (while
+        :meth:`vectors_pending`, pass ``filter={"embedded": {"$ne": False}}`` to its searches)."""
         from langchain_chroma import Chroma
 
         self.collection  # noqa: B018 - opens and checks the collection first
@@ -505,8 +572,8 @@ class KnowledgeBase:
     # -- writing (inside `with kb.writing():`) ------------------------------------------------
 
     def write_files(self, files: Sequence[FileChunks]) -> WriteSummary:
-        """Store whole files: new chunks embedded (texts already stored keep their vectors,
-        repeated texts are embedded once) and written, then each file's stale chunks deleted.
+        """Store whole files: their chunks written (texts already stored keep their vectors, new
+        ones get a placeholder for :meth:`embed_pending`), then each file's stale chunks deleted.
 
         Killed at any point, the collection holds each file either complete or in a state that
         :meth:`FileState.is_complete` reports as incomplete, never a mix that reads as complete.
@@ -531,14 +598,13 @@ class KnowledgeBase:
         summary = WriteSummary(written=len(ids))
         vectors = self._stored_embeddings(ids)
         summary.reused = len(vectors)
-        new = [n for n, i in enumerate(ids) if i not in vectors]
-        unique = list(dict.fromkeys(texts[n] for n in new))  # repeated text is embedded once
-        if unique:
-            by_text = dict(zip(unique, self._embed(unique), strict=True))
-            vectors.update((ids[n], by_text[texts[n]]) for n in new)
-        summary.embedded = len(unique)
-        if ids:
-            self._check_dimension(collection, vectors[ids[0]])
+        summary.pending = len(ids) - len(vectors)
+        blank = np.zeros(0, dtype=np.float32)
+        if summary.pending:
+            self._mark_vectors_pending()  # before the first placeholder can be read
+            blank = np.zeros(self._dimension(collection), dtype=np.float32)
+        for chunk_id, metadata in zip(ids, metadatas, strict=True):
+            metadata[EMBEDDED] = chunk_id in vectors
         limit = self._batch_limit()
         with self._failures(f"writing {len(ids)} chunks of {len(files)} file(s)"):
             self.lexical.put_tokens(zip(ids, terms, strict=True))
@@ -548,7 +614,7 @@ class KnowledgeBase:
                     ids=ids[start:end],
                     documents=texts[start:end],
                     metadatas=metadatas[start:end],
-                    embeddings=np.stack([vectors[i] for i in ids[start:end]]),
+                    embeddings=np.stack([vectors.get(i, blank) for i in ids[start:end]]),
                 )
         written = set(ids)
         for file in files:
@@ -559,12 +625,72 @@ class KnowledgeBase:
         return summary
 
     def _stored_embeddings(self, ids: Sequence[str]) -> dict[str, Vector]:
-        """Embeddings already stored for any of ``ids`` (content-derived ids: no re-embedding)."""
+        """Embeddings already stored for any of ``ids`` (content-derived ids: no re-embedding);
+        placeholders are not embeddings."""
         found: dict[str, Vector] = {}
-        for page in self._get(ids, ["embeddings"]):
-            for chunk_id, vector in zip(page["ids"], page["embeddings"], strict=True):
-                found[chunk_id] = np.asarray(vector, dtype=np.float32)
+        for page in self._get(ids, ["embeddings", "metadatas"]):
+            rows = zip(page["ids"], page["embeddings"], page["metadatas"], strict=True)
+            for chunk_id, vector, meta in rows:
+                if (meta or {}).get(EMBEDDED) is not False:
+                    found[chunk_id] = np.asarray(vector, dtype=np.float32)
         return found
+
+    def _dimension(self, collection: Any) -> int:
+        """Size of this collection's vectors: recorded by the first write, else measured."""
+        recorded = self._metadata.get("embedding_dimension")
+        if recorded is None:
+            probe = np.asarray(self.embeddings.embed_query("维度 dimension"), dtype=np.float32)
+            self._check_dimension(collection, probe)
+            return int(probe.shape[-1])
+        return int(recorded)
+
+    def _mark_vectors_pending(self) -> None:
+        marker = self.lexical.directory / PENDING_MARKER
+        if not marker.exists():
+            with self._failures("marking vectors as pending"):
+                self.lexical.directory.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+
+    def pending_count(self) -> int:
+        """Chunks stored without their vector."""
+        return len(self.ids_where({EMBEDDED: False})) if self.vectors_pending() else 0
+
+    def embed_pending(self, limit: int = 512) -> VectorSummary:
+        """Compute the vectors of up to ``limit`` chunks stored without one (repeated texts
+        embedded once). Each chunk's vector and flag change in one update, so a kill at any
+        point leaves every chunk either embedded or pending, never wrong."""
+        if not self.vectors_pending():
+            return VectorSummary()
+        collection = self._writable()
+        with self._failures(f"reading the chunks of {self.name!r} that need vectors"):
+            page = collection.get(where={EMBEDDED: False}, include=["documents"], limit=limit)
+        ids, texts = list(page["ids"]), list(page["documents"] or [])
+        if not ids:
+            return VectorSummary()
+        unique = list(dict.fromkeys(texts))
+        by_text = dict(zip(unique, self._embed(unique), strict=True))
+        self._check_dimension(collection, by_text[unique[0]])
+        step = self._batch_limit()
+        with self._failures(f"storing the vectors of {len(ids)} chunks"):
+            for start in range(0, len(ids), step):
+                part = range(start, min(start + step, len(ids)))
+                collection.update(
+                    ids=[ids[n] for n in part],
+                    embeddings=np.stack([by_text[texts[n]] for n in part]),
+                    metadatas=[{EMBEDDED: True} for _ in part],
+                )
+        return VectorSummary(chunks=len(ids), embedded=len(unique))
+
+    def finish_vectors(self) -> bool:
+        """Drop the pending marker once no chunk lacks its vector; True when none does."""
+        self._require_lock()
+        if not self.vectors_pending():
+            return True
+        if self.ids_where({EMBEDDED: False}):
+            return False
+        with self._failures("clearing the pending-vectors marker"):
+            (self.lexical.directory / PENDING_MARKER).unlink(missing_ok=True)
+        return True
 
     def _embed(self, texts: Sequence[str]) -> list[Vector]:
         """Vectors of ``texts`` as float32 rows, embedded a slice at a time: a list of Python

@@ -108,13 +108,13 @@ class WebApp:
         return collection_names(self.settings) or [self.settings.collection]
 
     def documents(self, collection: str) -> list[list[Any]]:
-        """Rows of the document table: file, chunks, ingested at."""
+        """Rows of the document table: file, chunks, ingested at, search state."""
         kb = self.kb(collection)
         if not kb.exists():
             return []
         states = kb.file_states()
         return [
-            [s.source, s.chunks, s.ingested_at[:19]]
+            [s.source, s.chunks, s.ingested_at[:19], self.text[f"state_{s.search_state}"]]
             for s in sorted(states.values(), key=lambda s: s.source)
         ]
 

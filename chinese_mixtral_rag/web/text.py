@@ -46,6 +46,10 @@ TEXT: dict[str, dict[str, str]] = {
         "col_file": "文件",
         "col_chunks": "片段数",
         "col_time": "导入时间",
+        "col_state": "状态",
+        "state_ready": "可检索",
+        "state_words": "按字词可检索，向量计算中",
+        "state_partial": "未写完，请重新导入",
         "stale": "⚠️ 检索索引与知识库不同步（索引 {indexed} 个片段，存储 {stored} 个）："
         "回答只用两边都有的内容。再导入一次文档即可刷新索引。",
     },
@@ -95,6 +99,10 @@ TEXT: dict[str, dict[str, str]] = {
         "col_file": "file",
         "col_chunks": "chunks",
         "col_time": "ingested",
+        "col_state": "state",
+        "state_ready": "ready",
+        "state_words": "searchable by words, vectors being computed",
+        "state_partial": "cut short: ingest again",
         "stale": "⚠️ The search index is out of step with the knowledge base ({indexed} chunks "
         "indexed, {stored} stored): answers use only what both hold. Ingest a document again to "
         "refresh the index.",

@@ -87,10 +87,15 @@ def build_app(app: WebApp | None = None) -> Any:
                 ingest_button = gr.Button(text["ingest"], variant="primary", elem_id="ingest")
                 status = gr.Markdown(elem_id="ingest-status")
                 documents = gr.Dataframe(
-                    headers=[text["col_file"], text["col_chunks"], text["col_time"]],
+                    headers=[
+                        text["col_file"],
+                        text["col_chunks"],
+                        text["col_time"],
+                        text["col_state"],
+                    ],
                     value=table(web.documents(web.settings.collection)),
                     label=text["docs"],
-                    datatype=["html", "number", "str"],
+                    datatype=["html", "number", "str", "str"],
                     interactive=False,
                     elem_id="documents",
                 )

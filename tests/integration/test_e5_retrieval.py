@@ -4,8 +4,14 @@ finds passages that share few characters with the question, or none (English ove
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from pathlib import Path
+
 import pytest
 
+from chinese_mixtral_rag.cli import main
 from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ingest
 from chinese_mixtral_rag.errors import StoreError
 from chinese_mixtral_rag.qa.retrieval import HybridRetriever
@@ -90,3 +96,50 @@ def test_the_collection_remembers_the_bundled_model(kb: KnowledgeBase) -> None:
     )
     with pytest.raises(StoreError, match="multilingual-e5-small"):
         minilm.count()
+
+
+def test_eval_compare_shows_what_each_side_contributes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cmrag eval retrieval --compare``: BM25 alone, dense alone and fused in one run; English
+    questions over Chinese text are found by the dense side only, and the fusion keeps them."""
+    for name in list(os.environ):
+        if name.startswith("CMR_"):
+            monkeypatch.delenv(name)
+    questions = [
+        ("长城西边到哪里？", "长城.txt"),
+        ("龙井茶用多少度的水冲泡？", "茶.txt"),
+        ("Which animal eats bamboo all day?", "熊猫.txt"),
+        ("How long can I keep a borrowed book?", "续借.txt"),
+    ]
+    dataset = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": PASSAGES[name],
+                        "qas": [
+                            {"id": f"q{n}", "question": q, "answers": ["-"]}
+                            for n, (q, gold) in enumerate(questions)
+                            if gold == name
+                        ],
+                    }
+                    for name in PASSAGES
+                ]
+            }
+        ]
+    }
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(dataset, ensure_ascii=False), encoding="utf-8")
+    flags = ["--dataset", str(path), "--store", str(tmp_path / "store"), "--workers", "0"]
+    assert main(["eval", "retrieval", *flags, "--compare", "--k", "1,3", "-q"]) == 0
+    out = capsys.readouterr().out
+    values = {
+        (side, name): float(value)
+        for side, name, value in re.findall(r"^(bm25|dense|fused) (\S+) ([\d.]+)$", out, re.M)
+    }
+    assert values[("bm25", "recall@1")] == 0.5  # the two Chinese questions only
+    assert values[("dense", "recall@1")] == 1.0
+    assert values[("fused", "recall@1")] == 1.0
+    assert "dense against BM25 at rank 1: 2 questions gained, 0 lost" in out
+    assert "fused against BM25 at rank 1: 2 questions gained, 0 lost" in out
