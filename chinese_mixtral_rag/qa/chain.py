@@ -16,9 +16,11 @@ returns them merged into one dict. ``sources[n - 1]`` is what the answer's ``[n]
 markers that point to nothing are removed from the answer as it streams.
 
 When the best hit's relevance is below ``min_relevance`` the model is not asked at all: the
-answer says the documents do not contain it, with no sources (no invented citations). Files
-chosen with ``sources`` that fit the window whole are the exception: they are read whole and the
-model judges.
+answer says the documents do not contain it, with no sources (no invented citations). Two
+exceptions, where the model judges: files chosen with ``sources`` that fit the window whole are
+read whole, and a question that relevance cannot judge (written in other words than the
+documents, e.g. English over Chinese, see :meth:`HybridRetriever.judges`) gets the passages that
+dense search found.
 
 Other modes: ``search`` returns the retrieved passages as ``sources`` without any model (the
 chain may be built with ``chat=None`` for it); ``summarize`` summarises the files named in
@@ -166,6 +168,12 @@ class QAChain:
             index_state=index_state,
         )
 
+    def unjudged(self, question: str, hits: Sequence[Document]) -> bool:
+        """Dense search found these hits for a question lexical relevance cannot judge: the
+        model reads them rather than a threshold refusing them."""
+        used_dense = any("dense_rank" in h.metadata for h in hits)
+        return used_dense and not self.retriever.judges(question)
+
     def candidate_documents(
         self, hits: Sequence[Document], sources: Sequence[str] | None, budget: int
     ) -> dict[str, list[Document]] | None:
@@ -269,7 +277,7 @@ class QAChain:
             # what the question itself matches.
             best = max(best, *self.retriever.relevances(question, hits))
         packed = None
-        found = bool(hits) and best >= self.options.min_relevance
+        found = bool(hits) and (best >= self.options.min_relevance or self.unjudged(question, hits))
         if not found and sources:
             # Files the user chose that fit whole are read whole: the model, not the search
             # score, judges whether they answer the question.

@@ -11,7 +11,12 @@ embedder (``BAAI/bge-small-zh-v1.5``, ``BAAI/bge-m3``) therefore joins in automa
 Every hit carries ``relevance``: the share of the query's information (IDF-weighted distinct
 search tokens, question words left out) that the chunk, its file's title and name contain.
 Unlike BM25 scores it is comparable across queries and collections, which is what the "not in
-the documents" threshold needs.
+the documents" threshold needs. It can only judge a query written in the documents' words: an
+English question over Chinese text shares no token with any chunk, so its relevance is 0 even
+where dense search found the answer. :meth:`HybridRetriever.judges` says whether it can; where it
+cannot, the model reads the passages and says itself whether they answer. (The dense similarity
+is no substitute: with multilingual-e5-small, English questions reach 0.72-0.82 cosine on their
+Chinese answers and 0.73-0.82 on unrelated Chinese text; ``benchmarks/retrieval_eval.py``.)
 """
 
 from __future__ import annotations
@@ -29,12 +34,18 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
 from chinese_mixtral_rag.store import IndexState, KnowledgeBase, describe_stale
-from chinese_mixtral_rag.store.lexical import lexical_tokens
+from chinese_mixtral_rag.store.lexical import is_cjk_pair, lexical_tokens
 
 logger = logging.getLogger(__name__)
 
 #: Above this share of unknown tokens the embedder cannot read the query: dense is skipped.
 MAX_UNKNOWN = 0.05
+
+#: Below this share of a query's characters and words found anywhere in the collection, lexical
+#: relevance cannot judge it. Measured: English questions over Chinese documents 0-0.11 (our test
+#: set); Chinese questions over unrelated Chinese text at least 0.17 in a 161-chunk collection,
+#: 0.71 over the statutes (CMRC 2018 dev questions).
+MIN_COVERAGE = 0.15
 
 #: Question words: they say what kind of answer is wanted, not where it is, so relevance ignores
 #: them (a passage never contains "哪两个" but does contain the answer).
@@ -176,6 +187,15 @@ class HybridRetriever(BaseRetriever):
             doc.metadata["score"] = round(fused[chunk_id], 6)
             doc.metadata["relevance"] = score
         return documents
+
+    def judges(self, query: str) -> bool:
+        """Whether :func:`relevance` can judge ``query`` here: at least ``MIN_COVERAGE`` of its
+        characters and words (bigrams left out: an unrelated question shares characters, not
+        pairs) occur somewhere in the collection."""
+        words = {t for t in relevance_tokens(query) if not is_cjk_pair(t)}
+        if not words:
+            return True
+        return len(self.kb.known_tokens(words)) / len(words) >= MIN_COVERAGE
 
     def relevances(self, query: str, documents: Sequence[Document]) -> list[float]:
         """:func:`relevance` of each chunk for ``query``, its file's title and name included

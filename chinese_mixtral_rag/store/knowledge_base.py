@@ -539,6 +539,13 @@ class KnowledgeBase:
         with self._failures(f"reading the BM25 index of {self.name!r}"):
             return self.lexical.idf(tokens) if self.lexical.current() else {}
 
+    def known_tokens(self, tokens: Iterable[str]) -> set[str]:
+        """The tokens that occur in at least one indexed chunk (none while there is no index)."""
+        with self._failures(f"reading the BM25 index of {self.name!r}"):
+            if not self.lexical.current():
+                return set()
+            return {t for t, df in self.lexical.frequencies(tokens).items() if df}
+
     def dense_search(self, query: str, k: int, where: Mapping[str, Any] | None = None) -> list[str]:
         """Chunk ids nearest to ``query``'s vector, best first. Ids only: the retriever fuses
         ranks and fetches just the chunks it keeps (asking Chroma for the texts of every

@@ -63,6 +63,11 @@ def lexical_tokens(text: str) -> list[str]:
     return tokens
 
 
+def is_cjk_pair(token: str) -> bool:
+    """Whether a search token is a pair of neighbouring CJK characters (not one, not a word)."""
+    return len(token) == 2 and all(_IS_CJK.match(ch) for ch in token)
+
+
 def lexical_terms(text: str) -> str:
     """:func:`lexical_tokens` joined by spaces (no token holds one): the compact form chunks'
     tokens travel in from worker processes and are cached in, a single string instead of a list
@@ -245,23 +250,30 @@ class LexicalIndex:
             if score > 0
         ]
 
-    def idf(self, tokens: Iterable[str]) -> dict[str, float]:
-        """BM25 inverse document frequency of each token in the indexed chunks (tokens found in
-        no chunk get the highest value): how much a token says about relevance."""
-        import math
-
-        _, index, ids = self._load()
-        total = len(ids)
+    def frequencies(self, tokens: Iterable[str]) -> dict[str, int]:
+        """In how many indexed chunks each token occurs (0: in none)."""
+        _, index, _ = self._load()
         vocab = index.vocab_dict if index is not None else {}
         indptr = index.scores["indptr"] if index is not None else None
-        weights: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for token in tokens:
             position = vocab.get(token)
             df = 0
             if position is not None and indptr is not None:
                 df = int(indptr[position + 1] - indptr[position])
-            weights[token] = math.log(1 + (total - df + 0.5) / (df + 0.5))
-        return weights
+            counts[token] = df
+        return counts
+
+    def idf(self, tokens: Iterable[str]) -> dict[str, float]:
+        """BM25 inverse document frequency of each token in the indexed chunks (tokens found in
+        no chunk get the highest value): how much a token says about relevance."""
+        import math
+
+        total = len(self.ids())
+        return {
+            token: math.log(1 + (total - df + 0.5) / (df + 0.5))
+            for token, df in self.frequencies(tokens).items()
+        }
 
     def remove(self) -> None:
         """Delete the index and its cache."""

@@ -143,3 +143,18 @@ def test_eval_compare_shows_what_each_side_contributes(
     assert values[("fused", "recall@1")] == 1.0
     assert "dense against BM25 at rank 1: 2 questions gained, 0 lost" in out
     assert "fused against BM25 at rank 1: 2 questions gained, 0 lost" in out
+
+
+def test_relevance_judges_only_questions_in_the_documents_words(kb: KnowledgeBase) -> None:
+    """Lexical relevance ("not in the documents" below 0.3) cannot see an English question's
+    answer in Chinese text; the retriever says so, and only for such questions."""
+    retriever = HybridRetriever(kb=kb, k=3)
+    english = "How long can I keep a borrowed book?"
+    assert not retriever.judges(english)
+    hits = retriever.invoke(english)
+    assert hits[0].metadata["source"] == "续借.txt"  # found by meaning ...
+    assert hits[0].metadata["relevance"] < 0.3  # ... where shared words see nothing
+    for chinese in ("书弄丢了怎么赔？", "量子计算机的超导量子比特如何纠错？"):  # related or not
+        assert retriever.judges(chinese)
+    unrelated = retriever.invoke("量子计算机的超导量子比特如何纠错？")
+    assert max(h.metadata["relevance"] for h in unrelated) < 0.3  # still refused

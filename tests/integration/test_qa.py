@@ -188,8 +188,15 @@ def test_nothing_relevant_gets_the_not_found_answer_without_asking_the_model(
     assert result["sources"] == []
     assert result["cited"] == []
     assert result["usage"] is None  # the model was not asked
-    english = qa.invoke({"question": "How do superconducting qubits correct errors?"})
+    words_only = build_qa_chain(chat, kb=library, dense_weight=0.0)
+    english = words_only.invoke({"question": "How do superconducting qubits correct errors?"})
     assert english["answer"] == NOT_FOUND["en"]
+    assert english["usage"] is None
+    # With dense search, English over Chinese statutes is a question relevance (shared words)
+    # cannot judge: the passages dense search found go to the model, which judges.
+    english = qa.invoke({"question": "How do superconducting qubits correct errors?"})
+    assert english["found"] is True
+    assert english["usage"] is not None
 
 
 class SentMessages(BaseCallbackHandler):
