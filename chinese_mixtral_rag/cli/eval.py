@@ -69,7 +69,7 @@ def _add_retriever_flags(group: Any, *, full: bool) -> None:
         help="dense search: per-query gate (auto), every query, or BM25 only [auto]",
     )
     group.add_argument("--lexical-weight", type=float, help="RRF weight of BM25 [1.0]")
-    group.add_argument("--rrf-k", type=int, help="reciprocal-rank constant [60]")
+    group.add_argument("--rrf-k", type=int, help="reciprocal-rank constant [20]")
     group.add_argument("--rerank-top", type=int, help="candidates reranked [30]")
 
 
@@ -232,7 +232,7 @@ def _run_retrieval(args: argparse.Namespace, store: Path) -> int:
 def _compare(args: argparse.Namespace, prepared: _Prepared, fields: dict[str, Any]) -> int:
     """``--compare``: the three sides in one table, and what fusion gained and lost."""
     from chinese_mixtral_rag.cli.console import print_comparison, progress_bar
-    from chinese_mixtral_rag.eval import SIDES, compare_retrieval, gains_and_losses
+    from chinese_mixtral_rag.eval import SIDES, compare_retrieval, gains_and_losses, make_retriever
 
     bar, advance = progress_bar(args.quiet, "retrieve", len(SIDES) * len(prepared.items))
     with bar:
@@ -245,10 +245,18 @@ def _compare(args: argparse.Namespace, prepared: _Prepared, fields: dict[str, An
             **fields,
         )
     metrics = {side: dict(report.metrics()) for side, report in reports.items()}
+    for side, report in reports.items():
+        used = sum(1 for o in report.outcomes if o.used_dense)
+        metrics[side]["dense_share"] = used / max(1, len(report.outcomes))
     for threshold in args.refusal_thresholds or []:
         for side, report in reports.items():
             metrics[side][f"refused@{threshold:g}"] = report.refused(threshold)
-    notes = [_corpus_note(prepared), f"fused: {_describe(fields)}"]
+    fused = make_retriever(prepared.kb, **fields)
+    names = ("fetch_k", "rrf_k", "lexical_weight", "dense_weight", "reranker")
+    notes = [
+        _corpus_note(prepared),
+        "fused: " + ", ".join(f"{n}={getattr(fused, n)}" for n in names),
+    ]
     for side in ("dense", "fused"):
         gained, lost = gains_and_losses(reports["bm25"], reports[side])
         notes.append(f"{side} against BM25 at rank 1: {gained} questions gained, {lost} lost")
@@ -260,10 +268,6 @@ def _compare(args: argparse.Namespace, prepared: _Prepared, fields: dict[str, An
         }
         args.json.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
-
-
-def _describe(fields: dict[str, Any]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in fields.items() if value is not None)
 
 
 def _run_qa(args: argparse.Namespace, store: Path) -> int:

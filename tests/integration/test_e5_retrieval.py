@@ -28,6 +28,7 @@ PASSAGES = {
     "长城.txt": "长城是中国古代的军事防御工程，东起山海关，西至嘉峪关，全长两万多公里。",
     "熊猫.txt": "大熊猫主要生活在四川、陕西和甘肃的山区，以竹子为主要食物，每天进食十几个小时。",
     "茶.txt": "龙井茶产于杭州西湖一带，以色绿、香郁、味甘、形美四绝著称，宜用八十度的水冲泡。",
+    "故宮.txt": "北京故宮是明清兩代的皇家宮殿，舊稱紫禁城，位於北京中軸線的中心。",
 }
 
 
@@ -158,3 +159,18 @@ def test_relevance_judges_only_questions_in_the_documents_words(kb: KnowledgeBas
         assert retriever.judges(chinese)
     unrelated = retriever.invoke("量子计算机的超导量子比特如何纠错？")
     assert max(h.metadata["relevance"] for h in unrelated) < 0.3  # still refused
+
+
+def test_the_dense_side_reads_both_scripts_as_one(kb: KnowledgeBase) -> None:
+    """The embedder reads chunks and questions folded to Simplified, as BM25 does: a document in
+    Traditional characters gets the very vector of its Simplified form."""
+    import numpy as np
+
+    (chunk_id,) = kb.ids_of("故宮.txt")
+    stored = kb.collection.get(ids=[chunk_id], include=["embeddings", "documents"])
+    assert stored["documents"][0] == PASSAGES["故宮.txt"]  # shown as written
+    simplified = "北京故宫是明清两代的皇家宫殿，旧称紫禁城，位于北京中轴线的中心。"
+    expected = kb.embeddings.embed_documents([simplified])[0]
+    assert np.allclose(stored["embeddings"][0], expected, atol=1e-6)
+    assert kb.dense_search("紫禁城在哪里？", 1) == [chunk_id]
+    assert kb.dense_search("紫禁城在哪裡？", 1) == [chunk_id]
