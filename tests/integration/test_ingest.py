@@ -335,6 +335,17 @@ def test_cli_reports_failures_with_exit_status_one(tmp_path: Path, tiny_embedder
 # -- kill -9 --------------------------------------------------------------------------------
 
 
+def start_ingest(docs: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``python -m ingest docs -q`` in the background (to be killed)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", str(docs), "-q"],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def kill_folder(root: Path, files: int = 24) -> Path:
     root.mkdir(parents=True)
     text = (PARAGRAPH + "\n\n") * 4
@@ -355,13 +366,7 @@ def test_kill_minus_nine_then_rerun_equals_a_clean_run(tmp_path: Path, tiny_embe
     assert len(expected) > 48
     orphans: set[int] = set()
     for fraction in (0.25, 0.5, 0.75, 0.9):
-        child = subprocess.Popen(
-            [sys.executable, "-m", "ingest", str(docs), "-q"],
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        child = start_ingest(docs, env)
         time.sleep(duration * fraction)
         workers = children_of(child.pid)
         child.kill()  # SIGKILL: no cleanup of any kind
@@ -411,13 +416,7 @@ def test_kill_minus_nine_in_the_vector_stage_then_rerun_equals_a_clean_run(
     current = marker.with_name("CURRENT")
     caught = []
     for attempt in range(3):
-        child = subprocess.Popen(
-            [sys.executable, "-m", "ingest", str(docs), "-q"],
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        child = start_ingest(docs, env)
         # Wait for the vector stage: some chunks searchable by words, vectors still pending.
         deadline = time.monotonic() + 120
         while child.poll() is None and time.monotonic() < deadline:
