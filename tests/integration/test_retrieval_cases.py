@@ -67,6 +67,7 @@ class Outcome:
     case: dict[str, str]
     default_hits: tuple[bool, ...]  # per rank 1..K of the k=5 result: gold chunk or not
     bm25_hits: tuple[bool, ...]
+    dense_hits: tuple[bool, ...]
     default_rank: int | None  # first gold rank within DEPTH, for the report
     bm25_rank: int | None
 
@@ -147,6 +148,7 @@ def _first(flags: list[bool]) -> int | None:
 def outcomes(kb: KnowledgeBase, corpus: Corpus) -> list[Outcome]:
     default = HybridRetriever(kb=kb, k=K)  # the default fusion
     bm25 = HybridRetriever(kb=kb, k=K, dense_weight=0)  # beside it, for the report only
+    dense = HybridRetriever(kb=kb, k=K, lexical_weight=0)  # likewise
     results = []
     for case in CASES:
         q = case["question"]
@@ -155,6 +157,7 @@ def outcomes(kb: KnowledgeBase, corpus: Corpus) -> list[Outcome]:
                 case,
                 tuple(_ranks(default.invoke(q), case, corpus.s2t)),
                 tuple(_ranks(bm25.invoke(q), case, corpus.s2t)),
+                tuple(_ranks(dense.invoke(q), case, corpus.s2t)),
                 _first(_ranks(default.invoke(q, k=DEPTH), case, corpus.s2t)),
                 _first(_ranks(bm25.invoke(q, k=DEPTH), case, corpus.s2t)),
             )
@@ -162,8 +165,8 @@ def outcomes(kb: KnowledgeBase, corpus: Corpus) -> list[Outcome]:
     return results
 
 
-def _recall(group: list[Outcome], at: int, bm25: bool = False) -> float:
-    hits = [any((o.bm25_hits if bm25 else o.default_hits)[:at]) for o in group]
+def _recall(group: list[Outcome], at: int, side: str = "default") -> float:
+    hits = [any(getattr(o, f"{side}_hits")[:at]) for o in group]
     return sum(hits) / len(hits)
 
 
@@ -174,15 +177,16 @@ def _table(outcomes: list[Outcome], ingested: Ingested) -> str:
         "",
         f"Embedder: {kb.embedding.name}; corpus: {kb.count()} chunks, ingested in {seconds:.1f} s.",
         "",
-        "| kind | questions | recall@5 default | recall@5 BM25 only "
+        "| kind | questions | recall@5 default | recall@5 BM25 only | recall@5 dense only "
         "| recall@1 default | recall@1 BM25 only |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     groups = [(kind, [o for o in outcomes if o.case["kind"] == kind]) for kind in MIN_CASES]
     for kind, group in [*groups, ("overall", outcomes)]:
         lines.append(
-            f"| {kind} | {len(group)} | {_recall(group, K):.3f} | {_recall(group, K, True):.3f} "
-            f"| {_recall(group, 1):.3f} | {_recall(group, 1, True):.3f} |"
+            f"| {kind} | {len(group)} | {_recall(group, K):.3f} | {_recall(group, K, 'bm25'):.3f} "
+            f"| {_recall(group, K, 'dense'):.3f} | {_recall(group, 1):.3f} "
+            f"| {_recall(group, 1, 'bm25'):.3f} |"
         )
     missed = [o for o in outcomes if not any(o.default_hits) or not any(o.bm25_hits)]
     lines += [
