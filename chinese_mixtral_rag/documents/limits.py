@@ -10,9 +10,10 @@ travelled as one string and vectors as float32 rows: 178 for .txt). The default 
 per file therefore peaks near 2.2 GB; a file over it is refused with its size and the limit, and
 the rest of the folder ingests.
 
-Zip-based formats (.docx .pptx .epub) are checked from their central directory before a byte is
-inflated: real Office files inflate to under 1 MB per 100 KB and no member compresses more than
-~35:1 (the statutes in ../shared/data, the sample documents), while a zip bomb reaches ~1000:1.
+Zip-based formats (.docx .pptx .epub .xlsx .xlsm .ods) are checked from their central directory
+before a byte is inflated: real Office files inflate to under 1 MB per 100 KB and no member
+compresses more than ~35:1 (the statutes in ../shared/data, the sample documents; a repetitive
+20,000-row sheet 17:1), while a zip bomb reaches ~1000:1.
 Python's zipfile never inflates a member past the size its header declares, so checking the
 declared sizes bounds what a parser can be made to read.
 """
@@ -49,7 +50,7 @@ PLAIN_TEXT_TYPES = frozenset(
     }
 )
 #: Formats that are zip archives of XML parts.
-ZIP_TYPES = frozenset({".docx", ".pptx", ".epub"})
+ZIP_TYPES = frozenset({".docx", ".pptx", ".epub", ".xlsx", ".xlsm", ".ods"})
 #: Members smaller than this are not judged by their ratio (a short run of spaces compresses
 #: well without being a threat).
 _RATIO_FLOOR = MB

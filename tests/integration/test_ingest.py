@@ -532,3 +532,34 @@ def test_bundled_minilm_embeds_for_real(tmp_path: Path) -> None:
     ingest(docs, kb, spec_for(kb, chunk_size=32, chunk_overlap=0), workers=0)
     hits = kb.vectorstore().similarity_search("a kitten resting on a rug", k=1)
     assert "cat" in hits[0].page_content
+
+
+def test_a_two_sheet_workbook_answers_a_question_about_a_cell(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    """A cell value is found, and the chunk says which column it is in, which sheet and rows."""
+    from chinese_mixtral_rag.qa.retrieval import HybridRetriever
+
+    openpyxl = pytest.importorskip("openpyxl", reason="needs the test extra")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    book = openpyxl.Workbook()
+    sales = book.active
+    sales.title = "一季度销售"
+    sales.append(["门店", "产品", "销量（箱）"])
+    for n in range(120):
+        sales.append([f"第{n}门店", "西湖龙井" if n == 77 else "碧螺春", 1000 + n])
+    contacts = book.create_sheet("联系人")
+    contacts.append(["姓名", "电话"])
+    contacts.append(["王芳", "0571-8888-1234"])
+    book.save(docs / "销售.xlsx")
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    report = ingest(docs, kb, spec_for(kb), workers=0)
+    assert outcomes(report) == {"销售.xlsx": "added"}
+    hit = HybridRetriever(kb=kb, k=3, dense_weight=0).invoke("第77门店卖了多少箱西湖龙井？")[0]
+    assert "门店: 第77门店; 产品: 西湖龙井; 销量（箱）: 1077" in hit.page_content
+    assert hit.metadata["sheet"] == "一季度销售"
+    assert hit.metadata["row_start"] <= 79 <= hit.metadata["row_end"]  # row 79 in Excel
+    phone = HybridRetriever(kb=kb, k=1, dense_weight=0).invoke("王芳的电话是多少？")[0]
+    assert phone.metadata["sheet"] == "联系人"
+    assert "电话: 0571-8888-1234" in phone.page_content

@@ -749,3 +749,64 @@ def test_importing_the_loaders_does_not_import_parsers() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# -- spreadsheets ---------------------------------------------------------------------------
+
+
+def two_sheet_workbook(path: Path, rows: int = 3) -> Path:
+    """价格 (a header on row 2, under a title row left empty) and 库存, as Excel writes them."""
+    import datetime
+
+    openpyxl = pytest.importorskip("openpyxl", reason="needs the test extra")
+    book = openpyxl.Workbook()
+    prices = book.active
+    prices.title = "价格"
+    prices.append([])
+    prices.append(["产品", "单价（元）", "上市日期", "有货"])
+    for n in range(rows):
+        prices.append([f"龙井{n}号", 12.0 + n, datetime.date(2026, 3, 1), n % 2 == 0])
+    stock = book.create_sheet("库存")
+    stock.append(["仓库", "产品", "数量"])
+    stock.append(["杭州仓", "碧螺春", 340])
+    book.save(path)
+    return path
+
+
+def test_spreadsheet_rows_carry_their_header_sheet_and_row_numbers(tmp_path: Path) -> None:
+    docs = load_file(two_sheet_workbook(tmp_path / "茶叶.xlsx"))
+    by_sheet = {d.metadata["sheet"]: d for d in docs}
+    assert set(by_sheet) == {"价格", "库存"}
+    prices = by_sheet["价格"]
+    assert prices.page_content.splitlines() == [
+        "产品: 龙井0号; 单价（元）: 12; 上市日期: 2026-03-01; 有货: TRUE",
+        "产品: 龙井1号; 单价（元）: 13; 上市日期: 2026-03-01; 有货: FALSE",
+        "产品: 龙井2号; 单价（元）: 14; 上市日期: 2026-03-01; 有货: TRUE",
+    ]
+    assert (prices.metadata["row_start"], prices.metadata["row_end"]) == (3, 5)  # Excel's rows
+    assert by_sheet["库存"].page_content == "仓库: 杭州仓; 产品: 碧螺春; 数量: 340"
+    assert all(d.metadata["title"] == "茶叶" for d in docs)
+
+
+def test_a_long_sheet_is_cut_into_row_ranges_that_each_repeat_the_header(tmp_path: Path) -> None:
+    docs = load_file(two_sheet_workbook(tmp_path / "long.xlsx", rows=200))
+    prices = [d for d in docs if d.metadata["sheet"] == "价格"]
+    assert len(prices) > 5
+    expected_start = 3
+    for doc in prices:  # contiguous, in order, every row labelled by its column
+        assert doc.metadata["row_start"] == expected_start
+        lines = doc.page_content.splitlines()
+        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
+        assert all(line.startswith("产品: 龙井") and "单价（元）: " in line for line in lines)
+        expected_start = doc.metadata["row_end"] + 1
+    assert expected_start == 203
+
+
+def test_a_damaged_workbook_is_a_clear_error(tmp_path: Path) -> None:
+    good = two_sheet_workbook(tmp_path / "good.xlsx").read_bytes()
+    (tmp_path / "cut.xlsx").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DocumentError, match=r"cut\.xlsx: .*(damaged|cannot read)"):
+        load_file(tmp_path / "cut.xlsx")
+    (tmp_path / "fake.xls").write_bytes(b"not a spreadsheet at all" * 10)
+    with pytest.raises(DocumentError, match=r"fake\.xls: "):
+        load_file(tmp_path / "fake.xls")

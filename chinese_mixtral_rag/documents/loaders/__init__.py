@@ -3,7 +3,7 @@
 The ingest pipeline calls :func:`load_file` per file and reports a :class:`DocumentError` per file,
 so every failure here (unsupported, empty, binary, corrupt, encrypted, unreadable) becomes a
 DocumentError whose message names the file, the reason and what to do. One module per family of
-formats (``text``, ``markup``, ``pdf``, ``office``), each a function from bytes to
+formats (``text``, ``markup``, ``pdf``, ``office``, ``sheets``), each a function from bytes to
 :class:`~.base.Extracted`; parsers for PDF, Office, EPUB and HTML are imported inside the loader
 that uses them, so importing this package stays cheap.
 
@@ -29,6 +29,7 @@ from chinese_mixtral_rag.documents.loaders.base import Loader, brief
 from chinese_mixtral_rag.documents.loaders.markup import load_eml, load_epub, load_html
 from chinese_mixtral_rag.documents.loaders.office import load_docx, load_pptx
 from chinese_mixtral_rag.documents.loaders.pdf import load_pdf
+from chinese_mixtral_rag.documents.loaders.sheets import load_spreadsheet
 from chinese_mixtral_rag.documents.loaders.text import (
     load_csv,
     load_json,
@@ -61,6 +62,10 @@ _LOADERS: dict[str, Loader] = {
     ".jsonl": load_jsonl,
     ".epub": load_epub,
     ".eml": load_eml,
+    ".xlsx": load_spreadsheet,
+    ".xlsm": load_spreadsheet,
+    ".xls": load_spreadsheet,
+    ".ods": load_spreadsheet,
 }
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_LOADERS)
 """File extensions :func:`load_file` reads (lowercase, with the dot)."""

@@ -100,15 +100,19 @@ def load_csv(data: bytes, limits: FileLimits) -> Extracted:
             parts=[("; ".join(cell for cell in rows[0] if cell), {})], encoding=encoding
         )
     header = rows[0] if rows else []
-    lines = []
-    for row in rows[1:]:
-        pairs = [
-            f"{header[i] if i < len(header) and header[i] else f'列{i + 1}'}: {value}"
-            for i, value in enumerate(row)
-            if value
-        ]
-        lines.append("; ".join(pairs))
+    lines = [row_text(header, row) for row in rows[1:]]
     return Extracted(parts=[("\n".join(lines), {})], encoding=encoding)
+
+
+def row_text(header: list[str], row: list[str]) -> str:
+    """One table row as ``header: value; ...`` (columns without a header are ``列N``), so that
+    every row, in whatever chunk it lands, still says what each value is."""
+    pairs = [
+        f"{header[i] if i < len(header) and header[i] else f'列{i + 1}'}: {value}"
+        for i, value in enumerate(row)
+        if value
+    ]
+    return "; ".join(pairs)
 
 
 def _json_scalar(value: object) -> str | None:
