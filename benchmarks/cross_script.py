@@ -94,7 +94,6 @@ def main() -> int:
         results[label] = reports
         for side in SIDES:
             report = reports[side]
-            dense = sum(1 for o in report.outcomes if o.used_dense) / max(1, len(report.outcomes))
             rows.append(
                 [
                     label,
@@ -102,7 +101,7 @@ def main() -> int:
                     f"{report.recall(1):.3f}",
                     f"{report.recall(5):.3f}",
                     f"{report.mrr:.3f}",
-                    f"{dense:.2f}",
+                    f"{report.dense_share:.2f}",
                     f"{report.latency_ms(50):.1f}",
                     f"{report.latency_ms(95):.1f}",
                 ]

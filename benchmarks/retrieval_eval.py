@@ -233,7 +233,7 @@ def variant_row(
     same = sum(1 for a, b in zip(real.ranks, report.ranks[:timed], strict=True) if a == b) / max(
         1, timed
     )
-    dense = sum(1 for o in real.outcomes if o.used_dense) / max(1, timed)
+    dense = real.dense_share
     m = report.metrics()
     print(f"  {name}: done", file=sys.stderr, flush=True)
     return [

@@ -215,8 +215,7 @@ def _run_retrieval(args: argparse.Namespace, store: Path) -> int:
     for threshold in args.refusal_thresholds or []:
         metrics[f"refused@{threshold:g}"] = report.refused(threshold)
     if retriever.dense_weight > 0:
-        dense = sum(1 for o in report.outcomes if o.used_dense)
-        metrics["dense_share"] = dense / max(1, len(report.outcomes))
+        metrics["dense_share"] = report.dense_share
     notes = [_corpus_note(prepared)]
     misses = [o for o in report.outcomes if o.rank != 1][: args.misses]
     notes += [
@@ -246,8 +245,7 @@ def _compare(args: argparse.Namespace, prepared: _Prepared, fields: dict[str, An
         )
     metrics = {side: dict(report.metrics()) for side, report in reports.items()}
     for side, report in reports.items():
-        used = sum(1 for o in report.outcomes if o.used_dense)
-        metrics[side]["dense_share"] = used / max(1, len(report.outcomes))
+        metrics[side]["dense_share"] = report.dense_share
     for threshold in args.refusal_thresholds or []:
         for side, report in reports.items():
             metrics[side][f"refused@{threshold:g}"] = report.refused(threshold)

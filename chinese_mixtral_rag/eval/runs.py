@@ -79,6 +79,11 @@ class RetrievalReport:
     def mrr(self) -> float:
         return mean_reciprocal_rank(self.ranks, max(self.ks))
 
+    @property
+    def dense_share(self) -> float:
+        """Share of questions where the dense side took part."""
+        return sum(1 for o in self.outcomes if o.used_dense) / max(1, len(self.outcomes))
+
     def latency_ms(self, q: float) -> float:
         return 1000 * percentile([o.seconds for o in self.outcomes], q)
 
