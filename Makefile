@@ -8,7 +8,7 @@ MODEL ?=
 Q ?= 介绍一下混合专家模型。
 DEMO_DIR := .cache/demo-model
 
-.PHONY: install browser app chat ask ingest test unit integration lint format type bench clean
+.PHONY: install browser fonts app chat ask ingest test unit integration lint format type bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +56,11 @@ endif
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; } || echo "could not install chromium: the browser test will be skipped"
 
-test: install browser lint
+# A Chinese font the OCR tests print their scanned pages with (Debian's fonts-wqy-zenhei).
+fonts:
+	@test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null; } || echo "could not install fonts-wqy-zenhei: the OCR tests will be skipped"
+
+test: install browser fonts lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: install

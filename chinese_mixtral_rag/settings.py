@@ -98,6 +98,14 @@ class StoreOptions(BaseModel):
     """Largest compression ratio of a zip member over 1 MB: zip bombs reach ~1000, real Office
     files stay below 40."""
 
+    max_image_mpx: float = Field(default=100, gt=0)
+    """Largest image read (megapixels, judged before decoding): an A3 page scanned at 600 dpi is
+    70; a decompression bomb (30000 × 30000 pixels in a few KB) is 900."""
+
+    ocr: bool = True
+    """Read PDF pages without a usable text layer, and images, with OCR (PP-OCRv4, offline, about
+    2.5 s a page on 2 cores); off: such pages are skipped and the report says which."""
+
 
 class QAOptions(BaseModel):
     """How questions are answered: retrieval, the context budget, follow-ups."""

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 
 class IngestProgress(ProgressHook):
-    """Rich progress bars over an ingest: files done of files found (files/s, chunks/s), then
-    vectors computed of those pending (a file is searchable by words before its vectors)."""
+    """Rich progress bars over an ingest: files done of files found (files/s, chunks/s), pages
+    of a scan being OCR'd ("OCR 12/31 scan.pdf", one bar per file while it is read), then vectors
+    computed of those pending (a file is searchable by words before its vectors)."""
 
     def __init__(self, quiet: bool) -> None:
         from rich.console import Console
@@ -43,6 +44,7 @@ class IngestProgress(ProgressHook):
         )
         self.task: Any = None
         self.vector_task: Any = None
+        self.ocr_tasks: dict[str, Any] = {}
         self.chunks = 0
         self.files = 0
 
@@ -67,6 +69,16 @@ class IngestProgress(ProgressHook):
         self.progress.update(
             self.task, rate=f"{done / elapsed:.1f} files/s  {self.chunks / elapsed:.0f} chunks/s"
         )
+
+    def pages(self, source: str, done: int, total: int) -> None:
+        task = self.ocr_tasks.get(source)
+        if task is None:
+            task = self.progress.add_task("OCR    ", total=total, unit=printable(source), rate="")
+            self.ocr_tasks[source] = task
+        elapsed = next(t for t in self.progress.tasks if t.id == task).elapsed or 1e-9
+        self.progress.update(task, completed=done, rate=f"{done / elapsed:.2f} pages/s")
+        if done >= total:
+            self.progress.remove_task(self.ocr_tasks.pop(source))
 
     def vectors(self, done: int, pending: int) -> None:
         if self.vector_task is None:

@@ -72,6 +72,10 @@ class FileLimits:
     """What a zip-based file may unpack to."""
     max_zip_ratio: float = 100
     """Compression ratio of a zip member over 1 MB."""
+    max_image_mpx: float = 100
+    """Pixels of an image (megapixels), judged from its header before it is decoded."""
+    ocr: bool = True
+    """Read scanned PDF pages and images with OCR (off: they are skipped, with a note)."""
 
     @classmethod
     def for_store(cls, settings: StoreOptions) -> FileLimits:
@@ -80,6 +84,8 @@ class FileLimits:
             max_file_mb=settings.max_file_mb,
             max_inflated_mb=settings.max_inflated_mb,
             max_zip_ratio=settings.max_zip_ratio,
+            max_image_mpx=settings.max_image_mpx,
+            ocr=settings.ocr,
         )
 
     def limit_for(self, extension: str) -> tuple[float, str]:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -126,6 +127,9 @@ class ProgressHook:
     def vectors(self, done: int, pending: int) -> None:
         """Vectors computed: ``done`` chunks so far in this run, ``pending`` known still to do."""
 
+    def pages(self, source: str, done: int, total: int) -> None:
+        """OCR in a file being parsed: ``done`` of its ``total`` pages to OCR are read."""
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -150,6 +154,8 @@ class _Parsed:
     metadatas: list[dict[str, Any]] = field(default_factory=list)
     terms: list[str] = field(default_factory=list)
     error: str = ""
+    notes: list[str] = field(default_factory=list)
+    """What the loader left out of a file that still gave text (a page OCR failed on)."""
 
 
 # -- splitting (runs in worker processes) ---------------------------------------------------
@@ -180,14 +186,21 @@ def chunker_fingerprint(spec: ChunkingSpec) -> str:
     return f"{SPLITTER_VERSION}|{splitter.counter.name}|{size}|{limits}"
 
 
-def parse_file(job: _Job) -> _Parsed:
-    """Load, split and tokenize one file; failures are returned, never raised."""
+PagesCallback = Callable[[str, int, int], None]
+
+
+def parse_file(job: _Job, pages: PagesCallback | None = None) -> _Parsed:
+    """Load, split and tokenize one file; failures are returned, never raised. OCR progress goes
+    to ``pages(source, done, total)``."""
+    from chinese_mixtral_rag.documents import ocr
     from chinese_mixtral_rag.documents.loaders import load_file
     from chinese_mixtral_rag.store.lexical import lexical_terms
 
     parsed = _Parsed(job)
+    report = (lambda done, total: pages(job.source, done, total)) if pages else None
     try:
-        documents = load_file(job.path, job.limits)
+        with ocr.reporting_pages(report):
+            documents = load_file(job.path, job.limits, parsed.notes)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for document in documents:
             document.metadata.update(file_type=job.path.suffix.lower().lstrip("."), ingested_at=now)
@@ -207,8 +220,23 @@ def parse_file(job: _Job) -> _Parsed:
     return parsed
 
 
+_pages_queue: Any = None
+"""In a worker process: where OCR progress goes (a multiprocessing queue read by the ingest)."""
+
+
+def _start_worker(parent: int, pages_queue: Any) -> None:
+    """Worker initializer: die with the ingest, report OCR pages through ``pages_queue``."""
+    global _pages_queue
+    _pages_queue = pages_queue
+    _die_with_parent(parent)
+
+
+def _parse_in_worker(job: _Job) -> _Parsed:
+    return parse_file(job, lambda source, done, total: _pages_queue.put((source, done, total)))
+
+
 def _die_with_parent(parent: int) -> None:
-    """Worker initializer: exit when the ingest process dies, even by SIGKILL.
+    """Exit when the ingest process dies, even by SIGKILL.
 
     Without it, killing an ingest (kill -9, OOM killer) leaves its idle workers behind forever.
     Linux gets the signal from the kernel; elsewhere a thread notices the new parent id.
@@ -230,36 +258,48 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cmrag-parent-watch", daemon=True).start()
 
 
-def _run(jobs: Sequence[_Job], workers: int) -> Iterator[_Parsed]:
-    """Parse in worker processes (bounded in flight, so memory stays bounded), or inline."""
+def _run(jobs: Sequence[_Job], workers: int, pages: PagesCallback) -> Iterator[_Parsed]:
+    """Parse in worker processes (bounded in flight, so memory stays bounded), or inline; OCR
+    progress from the workers is handed to ``pages`` while they run."""
     if workers <= 1 or len(jobs) < 4:
         for job in jobs:
-            yield parse_file(job)
+            yield parse_file(job, pages)
         return
     context = multiprocessing.get_context("spawn")
+    pages_queue = context.Queue()
+
+    def drain() -> None:
+        while True:
+            try:
+                pages(*pages_queue.get_nowait())
+            except queue.Empty:
+                return
+
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
-        initializer=_die_with_parent,
-        initargs=(os.getpid(),),
+        initializer=_start_worker,
+        initargs=(os.getpid(), pages_queue),
     ) as pool:
-        queue = iter(jobs)
+        waiting = iter(jobs)
         running: set[Future[_Parsed]] = set()
         try:
-            for job in queue:
-                running.add(pool.submit(parse_file, job))
+            for job in waiting:
+                running.add(pool.submit(_parse_in_worker, job))
                 if len(running) >= 2 * workers:
                     break
             while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
+                done, running = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+                drain()
                 for future in done:
-                    next_job = next(queue, None)
+                    next_job = next(waiting, None)
                     if next_job is not None:
-                        running.add(pool.submit(parse_file, next_job))
+                        running.add(pool.submit(_parse_in_worker, next_job))
                     yield future.result()
         finally:
             for future in running:
                 future.cancel()
+            drain()
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -324,7 +364,8 @@ class _Writer:
             self.refresh()
         for parsed in files:
             job = parsed.job
-            outcome = FileOutcome(job.source, job.status, len(parsed.texts), job.note)
+            note = "; ".join(filter(None, [job.note, *parsed.notes]))
+            outcome = FileOutcome(job.source, job.status, len(parsed.texts), note)
             self.report.outcomes.append(outcome)
             self.progress.file_done(outcome)
 
@@ -501,7 +542,7 @@ def ingest(
             kb.collection  # noqa: B018 - opened (and checked) once, before two threads use it
         with _VectorStage(kb, report, progress, batch) as vectors:
             writer = _Writer(kb, report, progress, batch, vectors, started)
-            for parsed in _run(jobs, count):
+            for parsed in _run(jobs, count, progress.pages):
                 if vectors.error is not None:
                     break  # the store or the embedder failed: finish() below raises it
                 if parsed.error:

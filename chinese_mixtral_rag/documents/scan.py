@@ -30,6 +30,20 @@ __all__ = ["Found", "Note", "Scan", "hash_regular_file", "read_regular_file", "s
 _BLOCK = 1 << 20
 
 
+#: What to do with a file of a type no loader reads.
+CONVERT_HINTS = {
+    ".doc": "save it as .docx (Word, or libreoffice --headless --convert-to docx)",
+    ".ppt": "save it as .pptx (PowerPoint, or libreoffice --headless --convert-to pptx)",
+    ".wps": "save it as .docx from WPS",
+    ".rtf": "save it as .docx",
+    ".mobi": "convert it to .epub (e.g. Calibre)",
+    ".azw3": "convert it to .epub (e.g. Calibre)",
+    ".heic": "save it as .jpg (on the phone: Settings > Camera > Formats > Most Compatible)",
+    ".heif": "save it as .jpg",
+    ".gif": "save it as .png",
+}
+
+
 @dataclass(frozen=True)
 class Found:
     """A file to read: where it is, its name in the knowledge base, how it was reached."""
@@ -105,7 +119,8 @@ def scan(
                     source,
                     "skipped",
                     f"unsupported file type {path.suffix or '(none)'}; "
-                    f"supported: {' '.join(sorted(supported))}",
+                    f"supported: {' '.join(sorted(supported))}"
+                    + (f"; {hint}" if (hint := CONVERT_HINTS.get(extension)) else ""),
                 )
             )
             return

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, IngestReport, ingest
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, IngestReport, ProgressHook, ingest
 from chinese_mixtral_rag.errors import StoreError
 from chinese_mixtral_rag.store import KnowledgeBase
 from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
@@ -234,6 +234,7 @@ def bad_folder(root: Path) -> Path:
     (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage")
     (root / "fake.docx").write_text("I am not a zip file", encoding="utf-8")
     (root / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (root / "photo.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
     (root / "long-line.txt").write_text("长" * 200_000, encoding="utf-8")
     (root / "dangling.txt").symlink_to(root / "does-not-exist.txt")
     (root / "loop").mkdir()
@@ -251,13 +252,23 @@ def test_bad_files_are_reported_and_the_rest_is_stored(tmp_path: Path, tiny_embe
     assert status["long-line.txt"] == "added"
     assert status["loop/inner.txt"] == "added"
     reasons = {o.source: o.reason.lower() for o in report.outcomes if o.reason}
-    for name in ("empty.txt", "blank.md", "junk.txt", "broken.pdf", "fake.docx", "dangling.txt"):
+    for name in (
+        "empty.txt",
+        "blank.md",
+        "junk.txt",
+        "broken.pdf",
+        "fake.docx",
+        "picture.png",
+        "dangling.txt",
+    ):
         assert status[name] == "failed", name
     assert "empty" in reasons["empty.txt"] or "no text" in reasons["empty.txt"]
     assert "text" in reasons["junk.txt"]
     assert "symbolic link" in reasons["dangling.txt"]
-    assert status["picture.png"] == "skipped"
-    assert "unsupported" in reasons["picture.png"]
+    assert "not an image" in reasons["picture.png"]
+    assert status["photo.heic"] == "skipped"
+    assert "unsupported" in reasons["photo.heic"]
+    assert "save it as .jpg" in reasons["photo.heic"]
     assert not any(s.startswith("loop/back/inner") for s in status)  # the loop is not followed
     stored = {s for s, _ in state(kb).values()}
     assert stored == {"good.txt", "long-line.txt", "loop/inner.txt"}
@@ -323,7 +334,7 @@ def test_cli_reports_failures_with_exit_status_one(tmp_path: Path, tiny_embedder
     result = run_cli(str(docs), "-q", env=env)
     assert result.returncode == 1
     assert "failed: junk.txt" in result.stdout
-    assert "skipped: picture.png" in result.stdout
+    assert "skipped: photo.heic" in result.stdout
     strict = run_cli(str(docs), "--strict", "-q", env={**env, "CMR_COLLECTION": "strict-docs"})
     assert strict.returncode == 1
     assert "stopped at the first failure" in strict.stdout
@@ -563,3 +574,186 @@ def test_a_two_sheet_workbook_answers_a_question_about_a_cell(
     phone = HybridRetriever(kb=kb, k=1, dense_weight=0).invoke("王芳的电话是多少？")[0]
     assert phone.metadata["sheet"] == "联系人"
     assert "电话: 0571-8888-1234" in phone.page_content
+
+
+# -- scans and images (OCR) -----------------------------------------------------------------
+
+NOTICE = [
+    "关于调整城市公园开放时间的通知。各区园林管理处：为方便市民晨练，自二〇二六年十二月一日起，"
+    "全市综合公园的开放时间调整为早上五点半至晚上十点，专类公园的开放时间另行公布。",
+    "西湖龙井茶的采摘以清明节前为最佳，称为明前茶；谷雨前采摘的称为雨前茶。"
+    "明前茶芽叶细嫩，产量少，价格也最高，每斤售价可达三千元以上。",
+]
+
+
+class PagesSeen(ProgressHook):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+
+    def pages(self, source: str, done: int, total: int) -> None:
+        self.seen.append((source, done, total))
+
+
+def ocr_ready() -> None:
+    pytest.importorskip("rapidocr_onnxruntime", reason="needs the rag extra (OCR engine)")
+    from chinese_mixtral_rag.testing.scans import chinese_font
+
+    if chinese_font() is None:
+        pytest.skip("no Chinese font to print test pages: apt install fonts-wqy-zenhei")
+
+
+def test_scans_and_photos_are_ingested_and_a_question_finds_the_page(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    """Through the real pipeline, in worker processes: a two-page scanned PDF and a photo are
+    read by OCR (progress per page reaches the ingest from the workers), a question about the
+    second scanned page finds it with its page number and OCR confidence, and bad images beside
+    them fail with their reason while what was stored before stays."""
+    from chinese_mixtral_rag.qa.retrieval import HybridRetriever
+    from chinese_mixtral_rag.testing.scans import png_bomb, render_page, scanned_pdf
+
+    ocr_ready()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "moe.txt").write_text(PARAGRAPH, encoding="utf-8")
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    ingest(docs, kb, spec_for(kb), workers=0)
+    before = state(kb)
+    (docs / "通知.pdf").write_bytes(
+        scanned_pdf([render_page(NOTICE[0], skew=1.5), render_page(NOTICE[1], skew=-1.0)])
+    )
+    render_page("城市公园开放时间调整为早上五点半至晚上十点。", dpi=150, skew=2.0).save(
+        docs / "公告栏.jpg", quality=80
+    )
+    (docs / "cut.jpg").write_bytes((docs / "公告栏.jpg").read_bytes()[:2000])
+    (docs / "bomb.png").write_bytes(png_bomb(30000, 30000))
+    (docs / "notes.txt").write_text("会议纪要：下周一上午九点开会。", encoding="utf-8")
+    seen = PagesSeen()
+    report = ingest(docs, kb, spec_for(kb), workers=2, progress=seen)
+    status = outcomes(report)
+    assert status == {
+        "moe.txt": "unchanged",
+        "通知.pdf": "added",
+        "公告栏.jpg": "added",
+        "cut.jpg": "failed",
+        "bomb.png": "failed",
+        "notes.txt": "added",
+    }
+    reasons = {o.source: o.reason for o in report.outcomes}
+    assert "damaged or truncated" in reasons["cut.jpg"]
+    assert "over the 100-megapixel limit" in reasons["bomb.png"]
+    assert {k: v for k, v in state(kb).items() if k in before} == before
+    assert ("通知.pdf", 1, 2) in seen.seen
+    assert ("通知.pdf", 2, 2) in seen.seen
+    assert ("公告栏.jpg", 1, 1) in seen.seen
+    hit = HybridRetriever(kb=kb, k=3, dense_weight=0).invoke("明前茶每斤卖多少钱？")[0]
+    assert hit.metadata["source"] == "通知.pdf"
+    assert hit.metadata["page"] == 2
+    assert hit.metadata["ocr_confidence"] > 0.9
+    assert "三千元" in hit.page_content
+
+
+def test_kill_minus_nine_during_ocr_then_rerun_equals_a_clean_run(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    """Killed while a scanned PDF is being OCR'd, the next run reads it again and ends with
+    exactly the chunks of an uninterrupted ingest."""
+    from chinese_mixtral_rag.testing.scans import render_page, scanned_pdf
+
+    ocr_ready()
+    docs = kill_folder(tmp_path / "docs", files=4)
+    pages = [render_page(NOTICE[n % 2] * 3, seed=n, skew=1.0 + n / 4) for n in range(4)]
+    (docs / "scan.pdf").write_bytes(scanned_pdf(pages))
+    env = {**cli_env(tmp_path, tiny_embedder), "CMR_CHUNK_SIZE": "64"}
+    started = time.perf_counter()
+    run_cli(str(docs), "-q", env={**env, "CMR_PERSIST_DIR": str(tmp_path / "clean")}, check=True)
+    duration = time.perf_counter() - started
+    expected = state(open_kb(tmp_path / "clean", tiny_embedder, "cli-docs"))
+    assert "scan.pdf" in {source for source, _ in expected.values()}
+    during_ocr = 0
+    for attempt, fraction in enumerate((0.35, 0.6, 0.8)):
+        child = start_ingest(docs, env)
+        time.sleep(duration * fraction)
+        child.kill()
+        child.wait()
+        copy = tmp_path / f"killed-{attempt}"
+        shutil.copytree(tmp_path / "store", copy)
+        killed = open_kb(copy, tiny_embedder, "cli-docs")
+        scan_state = killed.file_states().get("scan.pdf")
+        during_ocr += scan_state is None or scan_state.chunks == 0
+    assert during_ocr, "no kill landed before the scan was stored"
+    run_cli(str(docs), "-q", env=env, check=True)
+    assert state(open_kb(tmp_path / "store", tiny_embedder, "cli-docs")) == expected
+
+
+LONG_SCAN = """
+import os, sys
+from pathlib import Path
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec, ProgressHook, ingest
+from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
+
+def rss_mb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+
+class Pages(ProgressHook):
+    def pages(self, source, done, total):
+        print(source, done, total, rss_mb(), flush=True)
+
+store, embedder, folder = sys.argv[1:4]
+kb = KnowledgeBase("long", resolve_embedding_model(embedder), persist_dir=Path(store))
+ingest(folder, kb, ChunkingSpec(embedding_path=embedder), workers=0, progress=Pages())
+"""
+
+
+def test_a_500_page_scan_moves_page_by_page_in_bounded_memory(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    """A 500-page scanned PDF: progress names each page as it is read, memory does not grow with
+    the pages read (one page image at a time), and stopping it midway loses nothing stored. (The
+    whole run, 500 pages, is measured by benchmarks/ocr_speed.py --pages 500.)"""
+    from PIL import Image
+
+    from chinese_mixtral_rag.testing.scans import render_page, scanned_pdf
+
+    ocr_ready()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "moe.txt").write_text(PARAGRAPH, encoding="utf-8")
+    kb = open_kb(tmp_path / "store", tiny_embedder, "long")
+    ingest(docs, kb, spec_for(kb), workers=0)
+    before = state(kb)
+    del kb
+    small = (
+        4.13,
+        5.83,
+    )  # A6 pages: the same engine work per page as A4 (it scales up), 1/4 the PDF
+    text = render_page("第一页 扫描档案", dpi=100, inches=small, noise=4)
+    blank: Image.Image = render_page("", dpi=100, inches=small, noise=4)
+    (docs / "archive.pdf").write_bytes(scanned_pdf([text] + [blank] * 499, dpi=100))
+    child = subprocess.Popen(
+        [sys.executable, "-c", LONG_SCAN, str(tmp_path / "store"), str(tiny_embedder), str(docs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    assert child.stdout is not None
+    rows = []
+    try:
+        for line in child.stdout:
+            source, done, total, rss = line.split()
+            rows.append((source, int(done), int(total), int(rss)))
+            if len(rows) == 60:
+                break
+    finally:
+        child.kill()
+        child.wait()
+    assert [r[1] for r in rows] == list(range(60))
+    assert {(r[0], r[2]) for r in rows} == {("archive.pdf", 500)}
+    growth = rows[-1][3] - rows[10][3]
+    assert growth < 40, f"RSS grew {growth} MB from page 10 to page 59"
+    kb = open_kb(tmp_path / "store", tiny_embedder, "long")
+    assert state(kb) == before

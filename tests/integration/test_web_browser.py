@@ -170,7 +170,7 @@ def test_upload_ingest_ask_and_bad_input_in_chromium(url: str, tmp_path: Path) -
             page.set_viewport_size({"width": 1280, "height": 900})
 
             # A file type the app does not take: a visible message, and the app keeps working.
-            picture = tmp_path / "扫描件.png"
+            picture = tmp_path / "扫描件.heic"
             picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
             page.set_input_files("#upload input[type=file]", picture)
             expect(page.locator("#upload")).to_contain_text(file_name(picture), timeout=20_000)

@@ -41,7 +41,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "居住权.txt").write_text(RESIDENCE, encoding="utf-8")
     (folder / "龙井.md").write_text(f"# 龙井\n\n{TEA}", encoding="utf-8")
     (folder / "空.txt").write_text("", encoding="utf-8")
-    (folder / "图片.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "图片.heic").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     return folder
 
 
@@ -161,8 +161,8 @@ def test_two_clients_at_once_keep_their_own_conversations(with_model: Client, do
 
 
 def test_bad_input_gets_a_message_and_the_app_keeps_working(with_model: Client, docs: Path) -> None:
-    refused = with_model.predict([handle_file(docs / "图片.png")], "web-test", api_name="/upload")
-    assert "不支持的文件类型：图片.png" in refused[0]
+    refused = with_model.predict([handle_file(docs / "图片.heic")], "web-test", api_name="/upload")
+    assert "不支持的文件类型：图片.heic" in refused[0]
     status, table, *_ = with_model.predict(
         [handle_file(docs / "空.txt"), handle_file(docs / "居住权.txt")],
         "web-test",

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS, decode_text, load_file
+from chinese_mixtral_rag.documents.loaders.pdf import text_layer_usable
 from chinese_mixtral_rag.errors import DocumentError
 
 DOCS = Path(__file__).parents[2] / ".." / "shared" / "data" / "docs"
@@ -489,8 +490,8 @@ def test_pdf_encrypted_with_a_password_says_to_remove_it(tmp_path: Path) -> None
         load_file(_write(tmp_path, "secret.pdf", data))
 
 
-def test_pdf_without_text_layer_says_to_run_ocr(tmp_path: Path) -> None:
-    with pytest.raises(DocumentError, match=r"scan\.pdf: no extractable text.*scanned.*OCR"):
+def test_a_pdf_of_blank_pages_says_not_even_ocr_found_text(tmp_path: Path) -> None:
+    with pytest.raises(DocumentError, match=r"scan\.pdf: no text found, not even by OCR"):
         load_file(_write(tmp_path, "scan.pdf", _pdf([None, None])))
 
 
@@ -514,6 +515,24 @@ def constitution() -> list[Any]:
 def test_constitution_pdf_pages_in_order_with_title(constitution: list[Any]) -> None:
     assert [d.metadata["page"] for d in constitution] == list(range(1, 32))
     assert {d.metadata["title"] for d in constitution} == {"中华人民共和国宪法"}
+    assert not any("ocr_confidence" in d.metadata for d in constitution)  # text pages: no OCR
+
+
+def test_a_text_layer_is_judged_by_what_it_holds() -> None:
+    """The rule that sends a PDF page to OCR: no text, a scan's stray stamp, or characters no
+    real text is made of."""
+    article = (
+        "第十条 城市的土地属于国家所有。"
+        "农村和城市郊区的土地，除由法律规定属于国家所有的以外，属于集体所有。"
+    )
+    assert text_layer_usable(article, draws_image=False)
+    assert text_layer_usable(article, draws_image=True)
+    assert text_layer_usable("Chapter 3. Results and discussion (n = 12)", draws_image=False)
+    assert text_layer_usable("2024年1月", draws_image=False)  # a short last page of text
+    assert not text_layer_usable("  \n ", draws_image=False)  # nothing, or text as outlines
+    assert not text_layer_usable("- 3 -", draws_image=True)  # a page number stamped on a scan
+    assert not text_layer_usable(article.encode("gbk").decode("latin-1"), draws_image=False)
+    assert not text_layer_usable("\ue000\ue001\ue002\ue003" * 20, draws_image=False)
 
 
 @pytest.mark.parametrize(
@@ -549,6 +568,10 @@ def civil_code() -> list[Any]:
     if not DOCS.is_dir():
         pytest.skip(f"shared data set not found at {DOCS.resolve()}")
     return load_file(DOCS / "laws" / "中华人民共和国民法典.pdf")
+
+
+def test_civil_code_pages_are_read_from_their_text_layer(civil_code: list[Any]) -> None:
+    assert not any("ocr_confidence" in d.metadata for d in civil_code)
 
 
 @pytest.mark.slow

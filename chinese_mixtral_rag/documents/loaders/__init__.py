@@ -26,6 +26,7 @@ from chinese_mixtral_rag.documents.cleaning import clean_text
 from chinese_mixtral_rag.documents.encoding import CURRENT_FILE, decode_text
 from chinese_mixtral_rag.documents.limits import ZIP_TYPES, FileLimits
 from chinese_mixtral_rag.documents.loaders.base import Loader, brief
+from chinese_mixtral_rag.documents.loaders.images import IMAGE_TYPES, load_image
 from chinese_mixtral_rag.documents.loaders.markup import load_eml, load_epub, load_html
 from chinese_mixtral_rag.documents.loaders.office import load_docx, load_pptx
 from chinese_mixtral_rag.documents.loaders.pdf import load_pdf
@@ -37,7 +38,7 @@ from chinese_mixtral_rag.documents.loaders.text import (
     load_markdown,
     load_txt,
 )
-from chinese_mixtral_rag.documents.scan import read_regular_file
+from chinese_mixtral_rag.documents.scan import CONVERT_HINTS, read_regular_file
 from chinese_mixtral_rag.errors import DocumentError
 
 __all__ = ["SUPPORTED_EXTENSIONS", "decode_text", "load_file"]
@@ -66,21 +67,15 @@ _LOADERS: dict[str, Loader] = {
     ".xlsm": load_spreadsheet,
     ".xls": load_spreadsheet,
     ".ods": load_spreadsheet,
+    **{extension: load_image for extension in IMAGE_TYPES},
 }
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_LOADERS)
 """File extensions :func:`load_file` reads (lowercase, with the dot)."""
 
-_CONVERT_HINTS = {
-    ".doc": "save it as .docx (Word, or libreoffice --headless --convert-to docx)",
-    ".ppt": "save it as .pptx (PowerPoint, or libreoffice --headless --convert-to pptx)",
-    ".wps": "save it as .docx from WPS",
-    ".rtf": "save it as .docx",
-    ".mobi": "convert it to .epub (e.g. Calibre)",
-    ".azw3": "convert it to .epub (e.g. Calibre)",
-}
 
-
-def load_file(path: Path, limits: FileLimits | None = None) -> list[Document]:
+def load_file(
+    path: Path, limits: FileLimits | None = None, notes: list[str] | None = None
+) -> list[Document]:
     """Load one file as cleaned, non-empty Documents in document order.
 
     PDFs and PPTX give one Document per page/slide (``page``, 1-based); Markdown, DOCX, HTML and
@@ -89,25 +84,29 @@ def load_file(path: Path, limits: FileLimits | None = None) -> list[Document]:
     DocumentError, and only DocumentError, when the file cannot become text or holds more than
     ``limits`` allow (default :class:`FileLimits`): only a regular file is read, never past its
     size limit, a zip-based file is checked before it is unpacked, and the text extracted is
-    measured before it is cleaned and split.
+    measured before it is cleaned and split. Scanned PDF pages and images are read by OCR
+    (``ocr_confidence`` per page); what could not be read inside a file that still gave text (a
+    page OCR failed on) is appended to ``notes``.
     """
     path = Path(path)
     extension = path.suffix.lower()
     loader = _LOADERS.get(extension)
     if loader is None:
-        hint = _CONVERT_HINTS.get(extension, "convert it to one of them")
+        hint = CONVERT_HINTS.get(extension, "convert it to one of them")
         raise DocumentError(
             f"{path.name}: unsupported file type '{extension or '(no extension)'}'; "
             f"supported: {' '.join(sorted(SUPPORTED_EXTENSIONS))}; {hint}"
         )
     token = CURRENT_FILE.set(path.name)
     try:
-        return _load(path, loader, limits or FileLimits())
+        return _load(path, loader, limits or FileLimits(), notes)
     finally:
         CURRENT_FILE.reset(token)
 
 
-def _load(path: Path, loader: Loader, limits: FileLimits) -> list[Document]:
+def _load(
+    path: Path, loader: Loader, limits: FileLimits, notes: list[str] | None
+) -> list[Document]:
     extension = path.suffix.lower()
     limit, _ = limits.limit_for(extension)
     try:
@@ -145,7 +144,10 @@ def _load(path: Path, loader: Loader, limits: FileLimits) -> list[Document]:
             metadata["encoding"] = extracted.encoding
         documents.append(Document(page_content=cleaned, metadata=metadata))
     if not documents:
-        raise DocumentError(f"{path.name}: {extracted.empty_reason}; nothing to ingest")
+        reason = "; ".join([extracted.empty_reason, *extracted.notes])
+        raise DocumentError(f"{path.name}: {reason}; nothing to ingest")
+    if notes is not None:
+        notes.extend(extracted.notes)
     return documents
 
 

@@ -37,6 +37,8 @@ class Extracted:
     title: str | None = None
     encoding: str | None = None
     empty_reason: str = "no text"
+    notes: list[str] = field(default_factory=list)
+    """What was left out while the rest was read ("page 7: ..."), told in the ingest report."""
 
 
 class Sections:
