@@ -137,8 +137,8 @@ def test_a_broken_text_layer_is_replaced_by_ocr(tmp_path: Path, sources: dict[st
 def test_images_are_read_upright_and_tiff_frames_are_pages(
     tmp_path: Path, sources: dict[str, str]
 ) -> None:
-    """A phone photo stored sideways with an EXIF orientation is turned upright before OCR; a
-    two-frame TIFF gives two pages."""
+    """A phone photo stored sideways with an EXIF orientation is turned upright before OCR, a
+    page scanned upside down is read turned, a two-frame TIFF gives two pages."""
     from PIL import Image
 
     page = render_page(sources["宪法"], skew=1.0)
@@ -149,6 +149,9 @@ def test_images_are_read_upright_and_tiff_frames_are_pages(
     assert len(photo) == 1
     assert "page" not in photo[0].metadata
     assert char_error_rate(printed_text(sources["宪法"]), photo[0].page_content) <= 0.02
+    page.rotate(180).save(tmp_path / "upside-down.png")  # fed into the scanner the wrong way
+    turned = load_file(tmp_path / "upside-down.png")
+    assert char_error_rate(printed_text(sources["宪法"]), turned[0].page_content) <= 0.02
     second = render_page(sources["三国演义"], dpi=150, skew=-1.0)
     page.save(tmp_path / "pages.tiff", save_all=True, append_images=[second])
     frames = load_file(tmp_path / "pages.tiff")
