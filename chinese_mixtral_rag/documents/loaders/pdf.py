@@ -1,10 +1,11 @@
 """PDF: one part per page, its text layer read by pypdf, or by OCR where it has none worth reading.
 
 Each page is judged by itself (:func:`text_layer_usable`): a page without text, or one that draws
-an image and has almost no text, is a scan, a page whose text is mostly characters no real text has (private-use
-code points, controls, GBK read as Latin-1: fonts without a Unicode map) has a broken layer; such
-pages are rendered by pdfium (pypdfium2) and read by OCR, the others never are. Page furniture is
-removed and broken lines re-joined across all pages alike, whichever way they were read.
+an image and has almost no text, is a scan; a page whose text is mostly characters no real text
+has (private-use code points, controls, GBK read as Latin-1: fonts without a Unicode map) has a
+broken layer. Such pages are rendered by pdfium (pypdfium2) and read by OCR, the others never
+are. Page furniture is removed and broken lines re-joined across all pages alike, whichever way
+they were read.
 """
 
 from __future__ import annotations
