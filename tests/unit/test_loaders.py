@@ -358,7 +358,36 @@ def test_csv_rows_keep_their_column_names(tmp_path: Path) -> None:
     assert doc.page_content == (
         "姓名: 张三; 城市: 北京; 备注: 喜欢读书, 写作\n姓名: 李四; 备注: 无\n姓名: 王五; 城市: 上海"
     )
-    assert doc.metadata == {"title": "名单", "encoding": "gb18030"}
+    # Row numbers as a spreadsheet opening the file shows them: the blank line is row 4.
+    assert doc.metadata == {"title": "名单", "encoding": "gb18030", "row_start": 2, "row_end": 5}
+
+
+@pytest.mark.parametrize(("name", "sep"), [("订单.csv", ","), ("订单.tsv", "\t")])
+def test_a_long_csv_is_cut_into_row_ranges_that_each_repeat_the_header(
+    tmp_path: Path, name: str, sep: str
+) -> None:
+    records = [sep.join(["编号", "客户", "备注"])]
+    for n in range(1, 201):
+        note = '"第一行\n第二行"' if n == 50 else f"第{n}单"  # one record over two lines
+        records.append(sep.join([f"A{n:03d}", f"客户{n}", note]))
+    docs = load_file(_write(tmp_path, name, "\n".join(records) + "\n"))
+    assert len(docs) > 5
+    expected_start = 2
+    for doc in docs:  # contiguous record numbers, every row labelled by its column
+        assert doc.metadata["row_start"] == expected_start
+        lines = doc.page_content.splitlines()
+        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
+        assert all(re.match(r"编号: A\d{3}; 客户: 客户\d+; 备注: ", line) for line in lines)
+        expected_start = doc.metadata["row_end"] + 1
+    assert expected_start == 202
+    (late,) = [d for d in docs if "编号: A150;" in d.page_content]
+    assert late.metadata["row_start"] <= 151 <= late.metadata["row_end"]  # record 151, line 152
+
+
+def test_a_one_line_csv_is_one_line_of_its_cells(tmp_path: Path) -> None:
+    doc = _only(load_file(_write(tmp_path, "标签.csv", "茶叶,绿茶,杭州\n")))
+    assert doc.page_content == "茶叶; 绿茶; 杭州"
+    assert (doc.metadata["row_start"], doc.metadata["row_end"]) == (1, 1)
 
 
 def test_json_becomes_key_value_lines_not_syntax(tmp_path: Path) -> None:
