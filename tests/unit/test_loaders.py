@@ -239,14 +239,99 @@ def test_docx_sections_titles_and_tables(tmp_path: Path) -> None:
         "测试管理办法",
         "测试管理办法 > 第一章 总则",
         "测试管理办法 > 第一章 总则 > 第一节 一般规定",
+        "测试管理办法 > 第一章 总则 > 第一节 一般规定",
         "测试管理办法 > 第二章 附则",
     ]
     assert docs[0].page_content == "测试管理办法\n为了规范管理，制定本办法。"
-    assert docs[2].page_content == (
-        "第一节 一般规定\n第二条 员工应当遵守纪律。\n姓名 | 部门 | 工号\n张三 | 研发部 | 001"
-    )
+    assert docs[2].page_content == "第一节 一般规定\n第二条 员工应当遵守纪律。"
+    assert docs[3].page_content == "姓名: 张三; 部门: 研发部; 工号: 001"
+    assert (docs[3].metadata["table"], docs[3].metadata["row_start"]) == (1, 2)
     assert {d.metadata["title"] for d in docs} == {"测试管理办法"}
     assert all("page" not in d.metadata and "encoding" not in d.metadata for d in docs)
+
+
+def _fill(table: Any, rows: list[list[str]]) -> None:
+    for row, texts in zip(table.rows, rows, strict=True):
+        for cell, text in zip(row.cells, texts, strict=True):
+            cell.text = text
+
+
+def test_a_long_docx_table_is_cut_into_parts_that_each_repeat_the_header(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("第一章 门店", 1)
+    document.add_paragraph("各门店销量见下表。")
+    stores = document.add_table(rows=61, cols=3)
+    _fill(
+        stores,
+        [["门店", "城市", "销量（箱）"]] + [[f"第{n}店", "杭州", f"{1000 + n}"] for n in range(60)],
+    )
+    document.add_paragraph("表后的说明：销量按箱计。")
+    document.add_heading("第二章 人员", 1)
+    staff = document.add_table(rows=3, cols=2)
+    _fill(staff, [["姓名", "岗位"], ["王芳", "店长"], ["李雷", "店员"]])
+    path = tmp_path / "门店.docx"
+    document.save(str(path))
+
+    docs = load_file(path)
+    first = [d for d in docs if d.metadata.get("table") == 1]
+    assert len(first) > 3
+    expected_start = 2  # row 1 is the header
+    for doc in first:  # every part: the heading, the table, contiguous rows, every column named
+        assert doc.metadata["heading"] == "第一章 门店"
+        assert doc.metadata["row_start"] == expected_start
+        lines = doc.page_content.splitlines()
+        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
+        assert all(re.fullmatch(r"门店: 第\d+店; 城市: 杭州; 销量（箱）: 1\d{3}", x) for x in lines)
+        expected_start = doc.metadata["row_end"] + 1
+    assert expected_start == 62
+    (row_50,) = [d for d in first if "门店: 第49店;" in d.page_content]  # the 50th store: row 51
+    assert row_50.metadata["row_start"] <= 51 <= row_50.metadata["row_end"]
+    texts = [d.page_content for d in docs]
+    assert texts[0] == "第一章 门店\n各门店销量见下表。"
+    after = texts.index("表后的说明：销量按箱计。")  # the text after the table, in its place
+    assert docs[after].metadata == {"title": "门店", "heading": "第一章 门店"}
+    assert after == 1 + len(first)
+    second = [d for d in docs if d.metadata.get("table") == 2]
+    assert [(d.page_content, d.metadata["heading"]) for d in second] == [
+        ("姓名: 王芳; 岗位: 店长\n姓名: 李雷; 岗位: 店员", "第二章 人员")
+    ]
+    assert "第二章 人员" not in texts  # a heading directly over a table lives on in its metadata
+
+
+def test_docx_merged_cells_layout_tables_and_nested_tables(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("成绩如下。")
+    scores = document.add_table(rows=4, cols=3)
+    _fill(
+        scores, [["姓名", "成绩", ""], ["张三", "90", "85"], ["李四", "", ""], ["王五", "88", "92"]]
+    )
+    scores.cell(0, 1).merge(scores.cell(0, 2))  # "成绩" heads two columns
+    scores.cell(2, 1).merge(scores.cell(2, 2)).text = "缺考"  # said once, not twice
+    box = document.add_table(rows=1, cols=1)  # a box around a note: text, not 列1: ...
+    box.cell(0, 0).text = "注意：本表仅供参考。"
+    box.cell(0, 0).add_paragraph("如有疑问请联系教务处。")
+    inner = box.cell(0, 0).add_table(rows=2, cols=2)
+    _fill(inner, [["甲", "乙"], ["1", "2"]])
+    column = document.add_table(rows=3, cols=1)  # one column: a list laid out in a table
+    _fill(column, [["一、总则"], ["二、附则"], ["三、附录"]])
+    document.add_paragraph("以上。")
+    path = tmp_path / "成绩.docx"
+    document.save(str(path))
+
+    docs = load_file(path)
+    assert [d.page_content for d in docs] == [
+        "成绩如下。",
+        "姓名: 张三; 成绩: 90; 成绩: 85\n姓名: 李四; 成绩: 缺考\n姓名: 王五; 成绩: 88; 成绩: 92",
+        "注意：本表仅供参考。\n如有疑问请联系教务处。\n甲 | 乙\n1 | 2\n"
+        "一、总则\n二、附则\n三、附录\n以上。",
+    ]
+    assert docs[1].metadata["table"] == 1
+    assert "table" not in docs[2].metadata
+    assert "列1" not in "".join(d.page_content for d in docs)
 
 
 def test_docx_without_title_style_uses_core_properties(tmp_path: Path) -> None:
@@ -269,21 +354,29 @@ def test_pptx_one_document_per_slide_with_tables_and_notes(tmp_path: Path) -> No
     assert blank is not None  # slide 2 has no text: dropped, numbering stays true
     slide = presentation.slides.add_slide(presentation.slide_layouts[5])
     slide.shapes.title.text = "数据明细"
-    table = slide.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(6), Inches(2)).table
+    table = slide.shapes.add_table(3, 2, Inches(1), Inches(2), Inches(6), Inches(2)).table
     table.cell(0, 0).text, table.cell(0, 1).text = "地区", "销售额"
     table.cell(1, 0).text, table.cell(1, 1).text = "华东", "120万"
+    table.cell(2, 0).text, table.cell(2, 1).text = "华南", "95万"
     path = tmp_path / "汇报.pptx"
     presentation.save(str(path))
 
     docs = load_file(path)
     assert [d.metadata for d in docs] == [
         {"title": "季度汇报", "page": 1, "heading": "第一季度业绩"},
-        {"title": "季度汇报", "page": 3, "heading": "数据明细"},
+        {
+            "title": "季度汇报",
+            "page": 3,
+            "heading": "数据明细",
+            "table": 1,
+            "row_start": 2,
+            "row_end": 3,
+        },
     ]
     assert docs[0].page_content == (
         "第一季度业绩\n销售额增长百分之二十。\n\n演讲者备注：强调增长原因。"
     )
-    assert docs[1].page_content == "数据明细\n地区 | 销售额\n华东 | 120万"
+    assert docs[1].page_content == "地区: 华东; 销售额: 120万\n地区: 华南; 销售额: 95万"
 
 
 def test_epub_chapters_become_sections(tmp_path: Path) -> None:
