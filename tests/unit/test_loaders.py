@@ -436,13 +436,59 @@ def test_html_text_headings_and_dropped_chrome(tmp_path: Path) -> None:
     assert [(d.metadata.get("heading"), d.page_content) for d in docs] == [
         (None, "欢迎访问。这是加粗和链接的文字，源码中换行。"),
         ("关于我们", "关于我们\n第一段。\n第二行。"),
-        ("关于我们 > 联系方式", "联系方式\n城市 | 电话\n北京 | 010-12345678"),
+        ("关于我们 > 联系方式", "城市: 北京; 电话: 010-12345678"),
     ]
+    assert docs[-1].metadata["table"] == 1
     assert {d.metadata["title"] for d in docs} == {"公司简介 - 示例"}
     assert {d.metadata["encoding"] for d in docs} == {"gb18030"}
     joined = "\n".join(d.page_content for d in docs)
     for hidden in ("不应出现", "导航菜单", "版权所有", "注释", "color"):
         assert hidden not in joined
+
+
+def test_a_long_html_table_repeats_its_header_in_every_part(tmp_path: Path) -> None:
+    def row(n: int) -> str:
+        if n % 10 == 0:  # this store also covers the next row
+            return f"<tr><td rowspan=2>第{n}店</td><td>{1000 + n}</td></tr>"
+        store = "" if n % 10 == 1 and n > 1 else f"<td>第{n}店</td>"
+        return f"<tr>{store}<td>{1000 + n}</td></tr>"
+
+    rows = "".join(row(n) for n in range(1, 60))
+    markup = (
+        "<html><body><h1>销量</h1><p>表前说明。</p><table><caption>表1 门店销量</caption>"
+        "<tr><th colspan=2>2026年一季度</th></tr><tr><th>门店</th><th>销量（箱）</th></tr>"
+        f"{rows}<tr><td colspan=2>合计见附件</td></tr></table><p>表后说明。</p></body></html>"
+    )
+    docs = load_file(_write(tmp_path, "销量.html", markup))
+    assert docs[0].page_content == "销量\n表前说明。\n表1 门店销量\n2026年一季度"
+    table = docs[1:-1]
+    assert len(table) > 2
+    assert {(d.metadata["heading"], d.metadata["table"]) for d in table} == {("销量", 1)}
+    assert table[0].metadata["row_start"] == 3  # <tr> 1 the title row, 2 the header row
+    lines = [line for d in table for line in d.page_content.splitlines()]
+    assert all(line.startswith("门店: ") for line in lines)
+    assert "门店: 第10店; 销量（箱）: 1011" in lines  # rowspan: the store repeats down
+    assert lines[-1] == "门店: 合计见附件"  # colspan: said once
+    assert table[-1].metadata["row_end"] == 62
+    assert docs[-1].page_content == "表后说明。"
+    assert docs[-1].metadata["heading"] == "销量"
+    assert "table" not in docs[-1].metadata
+
+
+def test_html_layout_tables_stay_text(tmp_path: Path) -> None:
+    markup = (
+        "<html><body><table><tr><td><h1>公告</h1><p>正文第一段。</p></td>"
+        "<td>侧栏链接</td></tr></table>"  # a page laid out in a table: its heading still counts
+        "<table><tr><td>一、总则</td></tr><tr><td>二、附则</td></tr></table>"  # one column
+        "<table><tr><th colspan=2>刘备</th></tr><tr><th>字</th><td>玄德</td></tr>"
+        "<tr><th>国</th><td>蜀汉</td></tr></table></body></html>"  # keys beside their values
+    )
+    docs = load_file(_write(tmp_path, "公告.html", markup))
+    assert [(d.metadata.get("heading"), d.metadata.get("table")) for d in docs] == [("公告", None)]
+    lines = docs[0].page_content.splitlines()
+    assert lines[:2] == ["公告", "正文第一段。"]
+    assert lines[-5:] == ["一、总则", "二、附则", "刘备", "字: 玄德", "国: 蜀汉"]
+    assert "列1" not in docs[0].page_content
 
 
 def test_csv_rows_keep_their_column_names(tmp_path: Path) -> None:
