@@ -379,6 +379,33 @@ def test_pptx_one_document_per_slide_with_tables_and_notes(tmp_path: Path) -> No
     assert docs[1].page_content == "地区: 华东; 销售额: 120万\n地区: 华南; 销售额: 95万"
 
 
+def test_pptx_merged_cells_are_read_once_across_and_repeated_down(tmp_path: Path) -> None:
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    presentation = Presentation()
+    slide = presentation.slides.add_slide(presentation.slide_layouts[6])
+    table = slide.shapes.add_table(4, 3, Inches(1), Inches(1), Inches(6), Inches(2)).table
+    texts = [["地区", "销售额", ""], ["华东", "一月 120", "二月 130"], ["", "一月 80", "二月 90"]]
+    texts.append(["华南", "未统计", ""])
+    for r, row in enumerate(texts):
+        for c, text in enumerate(row):
+            table.cell(r, c).text = text
+    table.cell(0, 1).merge(table.cell(0, 2))  # "销售额" heads two columns
+    table.cell(1, 0).merge(table.cell(2, 0))  # "华东" covers two rows
+    table.cell(3, 1).merge(table.cell(3, 2))
+    path = tmp_path / "合并.pptx"
+    presentation.save(str(path))
+
+    (doc,) = load_file(path)
+    assert doc.page_content.splitlines() == [
+        "地区: 华东; 销售额: 一月 120; 销售额: 二月 130",
+        "地区: 华东; 销售额: 一月 80; 销售额: 二月 90",
+        "地区: 华南; 销售额: 未统计",
+    ]
+    assert (doc.metadata["table"], doc.metadata["row_start"], doc.metadata["row_end"]) == (1, 2, 4)
+
+
 def test_epub_chapters_become_sections(tmp_path: Path) -> None:
     from ebooklib import epub
 
@@ -489,6 +516,16 @@ def test_html_layout_tables_stay_text(tmp_path: Path) -> None:
     assert lines[:2] == ["公告", "正文第一段。"]
     assert lines[-5:] == ["一、总则", "二、附则", "刘备", "字: 玄德", "国: 蜀汉"]
     assert "列1" not in docs[0].page_content
+
+
+def test_html_spans_cannot_grow_a_small_file_into_a_huge_table(tmp_path: Path) -> None:
+    header = "".join(f"<th rowspan=100000>列名{n}</th>" for n in range(300))  # each over every row
+    body = "".join(f"<tr><td colspan=1000>{n}</td></tr>" for n in range(1000))
+    markup = f"<html><body><table><tr>{header}</tr>{body}</table></body></html>"
+    docs = load_file(_write(tmp_path, "攻击.html", markup))
+    text = "\n".join(d.page_content for d in docs)
+    assert len(text) < 5 * len(markup)  # read in proportion to the file, not 300 x 1000 cells
+    assert "列名0" in text
 
 
 def test_csv_rows_keep_their_column_names(tmp_path: Path) -> None:

@@ -162,16 +162,25 @@ def _carry(row: _Row, spans: _Spans, below: _Spans) -> None:
 
 
 def _html_grid(rows: list[Tag]) -> list[_Row]:
-    """Table rows as a grid: a ``colspan`` cell once then None, a ``rowspan`` one repeated down."""
+    """Table rows as a grid: a ``colspan`` cell once then None, a ``rowspan`` one repeated down.
+
+    Spans may add at most twice the table's own cells (real merges add far fewer): past that a
+    cell spans one column and one row, so a few bytes of ``colspan=1000`` on every row cannot
+    grow into millions of cells."""
     grid: list[_Row] = []
     below: _Spans = {}
-    for tr in rows:
+    cells = [tr.find_all(["td", "th"], recursive=False) for tr in rows]
+    budget = 2 * sum(map(len, cells)) + 1000
+    for tr_cells in cells:
         row, spans, below = _Row(), below, {}
-        for cell in tr.find_all(["td", "th"], recursive=False):
+        for cell in tr_cells:
             _carry(row, spans, below)
             text, head = _cell_text(cell), cell.name == "th"
-            down = _span(cell, "rowspan", len(rows))
-            for k in range(_span(cell, "colspan", _MAX_COLSPAN)):
+            down, across = _span(cell, "rowspan", len(rows)), _span(cell, "colspan", _MAX_COLSPAN)
+            budget -= down * across - 1
+            if budget < 0:
+                down = across = 1
+            for k in range(across):
                 if down > 1:
                     below[len(row.cells)] = (text if k == 0 else None, head, down - 1)
                 row.add(text if k == 0 else None, head)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice, product
 from typing import Any
 
 from chinese_mixtral_rag.documents.limits import FileLimits
@@ -139,15 +140,22 @@ def _pptx_rows(table: Any) -> list[list[Cell]]:
     """A PowerPoint table as a grid of cell texts, merged cells as in Word tables: given once
     across the columns they span (None there), repeated down the rows."""
     rows: list[list[Cell]] = [[cell.text for cell in row.cells] for row in table.rows]
+    size = sum(map(len, rows))  # merges cover the table at most once; overlapping ones stop there
+    for r, c, text in islice(_pptx_merged(table, rows), size):
+        rows[r][c] = text
+    return rows
+
+
+def _pptx_merged(table: Any, rows: list[list[Cell]]) -> Iterator[tuple[int, int, Cell]]:
+    """(row, column, text) for every cell a merge covers beyond its origin, inside the table."""
     for r, row in enumerate(table.rows):
         for c, cell in enumerate(row.cells):
             if not cell.is_merge_origin:
                 continue
-            for dr in range(cell.span_height):
-                for dc in range(cell.span_width):
-                    if (dr or dc) and r + dr < len(rows) and c + dc < len(rows[r + dr]):
-                        rows[r + dr][c + dc] = None if dc else cell.text
-    return rows
+            down = range(min(cell.span_height, len(rows) - r))
+            for dr, dc in product(down, range(min(cell.span_width, len(rows[r]) - c))):
+                if (dr or dc) and c + dc < len(rows[r + dr]):
+                    yield r + dr, c + dc, None if dc else cell.text
 
 
 def load_pptx(data: bytes, limits: FileLimits) -> Extracted:
