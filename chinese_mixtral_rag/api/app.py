@@ -152,7 +152,16 @@ def _question(body: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _search_text(sources: Sequence[Any]) -> str:
-    return "\n".join(f"[{s.n}] {s.source}" + (f" p.{s.page}" if s.page else "") for s in sources)
+    return "\n".join(f"[{s.n}] {s.source}{_where(s)}" for s in sources)
+
+
+def _where(source: Any) -> str:
+    """Page and rows after a source's name: " p.3", " sheet 一季度 rows 3-12", " table 2 rows 5"."""
+    where = f" p.{source.page}" if source.page else ""
+    if source.rows:
+        table = f" table {source.table}" if source.table is not None else ""
+        where += (f" sheet {source.sheet}" if source.sheet else table) + f" rows {source.rows}"
+    return where
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:

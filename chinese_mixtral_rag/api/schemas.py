@@ -107,6 +107,17 @@ class SourceOut(BaseModel):
     score: float
     relevance: float
     chunk_ids: list[str]
+    sheet: str = Field(default="", description='Spreadsheet sheet name; "" elsewhere.')
+    table: int | None = Field(
+        default=None,
+        description="Number of the table in its document (DOCX, HTML, EPUB, PPTX), counting "
+        "the tables read as tables; null elsewhere.",
+    )
+    rows: str = Field(
+        default="",
+        description='Row or row range of the sheet, table or CSV file ("3", "3-12"; the '
+        'header is row 1 in most); "" for prose.',
+    )
 
 
 class ChatCompletion(BaseModel):

@@ -39,10 +39,14 @@ def _snippet(text: str, width: int = 60) -> str:
 
 def format_sources(sources: Sequence[Any], cited: Sequence[int]) -> list[str]:
     """Numbered source lines; the cited ones when the answer cites any, else all."""
+    from chinese_mixtral_rag.qa.citations import rows_label
+
     shown = [s for s in sources if s.n in set(cited)] if cited else list(sources)
     lines = []
     for source in shown:
         page = f" 第 {source.page} 页" if source.page else ""
+        if rows := rows_label(source.sheet, source.table, source.rows):
+            page += f" {rows}"
         lines.append(
             f"[{source.n}] {source.source}{page}  (相关度 {source.relevance:.2f})  "
             f"{_snippet(source.text)}"

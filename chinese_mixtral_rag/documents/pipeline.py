@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 Status = Literal["added", "updated", "unchanged", "removed", "failed", "skipped"]
 #: Bumped when the splitting rules change, so stored files are re-chunked.
-SPLITTER_VERSION = "zh-1"
+SPLITTER_VERSION = "zh-2"  # zh-2: tables as labelled rows with positions, OCR
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Citations: what an answer's ``[n]`` refers to, and markers that refer to nothing removed.
+"""Citations: what an answer's ``[n]`` refers to (file, page, sheet or table and rows), and
+markers that refer to nothing removed.
 
 The model cites the numbered passages of its prompt; a marker beyond them (a hallucinated
 ``[7]`` when five passages were given) would send a reader to nothing, so it is removed from the
@@ -27,6 +28,12 @@ class Source:
     score: float
     relevance: float
     chunk_ids: tuple[str, ...]
+    sheet: str = ""
+    """Spreadsheet sheet name; "" elsewhere."""
+    table: int | None = None
+    """Number of the table in its document (DOCX, HTML, EPUB, PPTX); None elsewhere."""
+    rows: str = ""
+    """Row or row range of the sheet, table or CSV file ("3", "3-12"); "" for prose."""
 
     @classmethod
     def of(cls, n: int, passage: Passage) -> Source:
@@ -39,10 +46,22 @@ class Source:
             score=passage.score,
             relevance=passage.relevance,
             chunk_ids=passage.chunk_ids,
+            sheet=passage.sheet,
+            table=passage.table,
+            rows=passage.rows,
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def rows_label(sheet: str, table: int | None, rows: str) -> str:
+    """Where cited rows are, as the prompt and the command line say it: "工作表 一季度销售 第
+    3-12 行", "表 2 第 5 行" (a document's table), "第 7 行" (CSV); "" for prose."""
+    if not rows:
+        return ""
+    where = f"工作表 {sheet} " if sheet else f"表 {table} " if table is not None else ""
+    return f"{where}第 {rows} 行"
 
 
 class CitationFilter:

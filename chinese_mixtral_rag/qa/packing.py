@@ -8,7 +8,7 @@ after the instructions, the history, the question and the answer's ``max_new_tok
   questions over entire files, nothing lost to retrieval);
 * otherwise retrieved chunks are taken best first while they fit, then chunks that are neighbours
   in their file are merged back into continuous passages (their overlap removed), grouped by file
-  and in file order;
+  and in file order; a passage stays within one sheet or table, so its rows cite as one range;
 * the result is measured exactly on the final prompt and trimmed (lowest-ranked chunk first) until
   it fits, because token counts are not additive across passage boundaries.
 
@@ -43,6 +43,13 @@ class Passage:
     """``chunk_index`` of the first chunk (its position in the file)."""
     page: int | None = None
     last_page: int | None = None
+    sheet: str = ""
+    """Spreadsheet sheet name; "" elsewhere."""
+    table: int | None = None
+    """Number of the table in its document (DOCX, HTML, EPUB, PPTX); None elsewhere."""
+    row_start: int | None = None
+    """First row of the sheet, table or CSV file (1-based, the header is row 1 in most)."""
+    row_end: int | None = None
     title: str = ""
     score: float = 0.0
     """Best fused retrieval score among its chunks (0 for material not retrieved)."""
@@ -54,11 +61,18 @@ class Passage:
     @property
     def pages(self) -> str:
         """Page or page range for citations ("3", "3-4"), "" when the file has no pages."""
-        if self.page is None:
-            return ""
-        if self.last_page is None or self.last_page == self.page:
-            return str(self.page)
-        return f"{self.page}-{self.last_page}"
+        return _range(self.page, self.last_page)
+
+    @property
+    def rows(self) -> str:
+        """Row or row range for citations ("3", "3-12"), "" for text that is not table rows."""
+        return _range(self.row_start, self.row_end)
+
+
+def _range(first: int | None, last: int | None) -> str:
+    if first is None:
+        return ""
+    return str(first) if last is None or last == first else f"{first}-{last}"
 
 
 @dataclass(frozen=True)
@@ -95,9 +109,14 @@ class Packed:
     report: PackReport
 
 
-def _page(meta: Mapping[str, Any]) -> int | None:
-    page = meta.get("page")
-    return int(page) if isinstance(page, int | float) and not isinstance(page, bool) else None
+def _number(meta: Mapping[str, Any], key: str) -> int | None:
+    value = meta.get(key)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _place(meta: Mapping[str, Any]) -> tuple[object, object]:
+    """The sheet or table a chunk lies in: a passage never spans two (nor rows and prose)."""
+    return meta.get("sheet"), meta.get("table")
 
 
 def merge_chunks(chunks: Sequence[Document]) -> list[Passage]:
@@ -116,8 +135,10 @@ def merge_chunks(chunks: Sequence[Document]) -> list[Passage]:
         )
         run: list[Document] = []
         for chunk in ordered:
-            if run and int(chunk.metadata.get("chunk_index", 0)) != (
-                int(run[-1].metadata.get("chunk_index", 0)) + 1
+            if run and (
+                int(chunk.metadata.get("chunk_index", 0))
+                != int(run[-1].metadata.get("chunk_index", 0)) + 1
+                or _place(chunk.metadata) != _place(run[-1].metadata)
             ):
                 passages.append(_passage(source, run))
                 run = []
@@ -129,9 +150,9 @@ def merge_chunks(chunks: Sequence[Document]) -> list[Passage]:
 
 def _join(previous: Document, chunk: Document) -> str:
     """The part of ``chunk`` to append after ``previous``: without the overlap when both come
-    from the same page/section, after a line break otherwise."""
+    from the same part (page, section, range of rows), after a line break otherwise."""
     prev, meta = previous.metadata, chunk.metadata
-    same_part = _page(prev) == _page(meta) and prev.get("heading") == meta.get("heading")
+    same_part = all(prev.get(k) == meta.get(k) for k in ("page", "heading", "row_start"))
     start, prev_end = meta.get("start_index"), prev.get("end_index")
     prev_start = prev.get("start_index")
     if same_part and isinstance(start, int) and isinstance(prev_end, int):
@@ -149,7 +170,10 @@ def _passage(source: str, run: Sequence[Document]) -> Passage:
     for previous, chunk in pairwise(run):
         text += _join(previous, chunk)
     metas = [c.metadata for c in run]
-    pages = [p for p in (_page(m) for m in metas) if p is not None]
+    pages = [p for p in (_number(m, "page") for m in metas) if p is not None]
+    firsts = [r for r in (_number(m, "row_start") for m in metas) if r is not None]
+    lasts = [r for r in (_number(m, "row_end") for m in metas) if r is not None]
+    sheet, table = metas[0].get("sheet"), _number(metas[0], "table")
     ranks = [int(m["rank"]) for m in metas if isinstance(m.get("rank"), int)]
     return Passage(
         source=source,
@@ -158,6 +182,10 @@ def _passage(source: str, run: Sequence[Document]) -> Passage:
         chunk_index=int(metas[0].get("chunk_index", 0)),
         page=min(pages) if pages else None,
         last_page=max(pages) if pages else None,
+        sheet=sheet if isinstance(sheet, str) else "",
+        table=table,
+        row_start=min(firsts) if firsts else None,
+        row_end=max(lasts or firsts) if firsts else None,
         title=str(metas[0].get("title", "") or ""),
         score=max(float(m.get("score", 0.0) or 0.0) for m in metas),
         relevance=max(float(m.get("relevance", 0.0) or 0.0) for m in metas),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chinese_mixtral_rag.chinese import has_han
+from chinese_mixtral_rag.qa.citations import rows_label
 from chinese_mixtral_rag.qa.packing import Passage
 
 INSTRUCTIONS = (
@@ -59,11 +60,14 @@ def language_of(text: str) -> str:
 
 
 def passage_header(number: int, passage: Passage) -> str:
-    """``[n] 来源：file.pdf（标题），第 3 页`` — what the model cites and the user sees."""
+    """``[n] 来源：file.pdf（标题），第 3 页`` or ``…，工作表 一季度销售 第 3-12 行`` — what the
+    model cites and the user sees."""
     name = passage.source
     if passage.title and passage.title not in name:
         name += f"（{passage.title}）"
     where = f"，第 {passage.pages} 页" if passage.pages else ""
+    if rows := rows_label(passage.sheet, passage.table, passage.rows):
+        where += f"，{rows}"
     return f"[{number}] 来源：{name}{where}"
 
 

@@ -56,13 +56,23 @@ def link_citations(answer: str, count: int) -> str:
     return re.sub(r"\[(\d{1,3})\]", link, answer)
 
 
+def where(source: Any, text: dict[str, str]) -> str:
+    """A source's page and rows in the page's language ("第 3 页", "工作表 一季度 第 3-12 行"),
+    so a cited chunk of rows can be found in its sheet or table; "" for neither."""
+    places = [text["page"].format(page=source.page)] if source.page else []
+    if source.rows:
+        key = "sheet_rows" if source.sheet else "table_rows" if source.table is not None else "rows"
+        places.append(text[key].format(sheet=source.sheet, table=source.table, rows=source.rows))
+    return " · ".join(places)
+
+
 def source_cards(sources: Sequence[Any], text: dict[str, str], cited: Sequence[int] = ()) -> str:
-    """Numbered source cards (HTML) with file, page, relevance and passage."""
+    """Numbered source cards (HTML) with file, page or rows, relevance and passage."""
     if not sources:
         return f"<div class='sources'>{text['no_sources']}</div>"
     cards = []
     for source in sources:
-        page = f" · {text['page'].format(page=source.page)}" if source.page else ""
+        page = f" · {place}" if (place := where(source, text)) else ""
         mark = " ★" if source.n in cited else ""
         cards.append(
             f"<div class='source-card' id='src-{source.n}'>"
@@ -262,7 +272,7 @@ class WebApp:
             if mode == "search" and sources:
                 shown_answer = "\n".join(
                     f"[{s.n}] {as_text(s.source)}"
-                    + (f" {text['page'].format(page=s.page)}" if s.page else "")
+                    + (f" {place}" if (place := where(s, text)) else "")
                     for s in sources
                 )
             else:

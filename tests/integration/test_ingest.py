@@ -757,3 +757,46 @@ def test_a_500_page_scan_moves_page_by_page_in_bounded_memory(
     assert growth < 40, f"RSS grew {growth} MB from page 10 to page 59"
     kb = open_kb(tmp_path / "store", tiny_embedder, "long")
     assert state(kb) == before
+
+
+def test_a_docx_table_answers_a_question_about_a_cell(tmp_path: Path, tiny_embedder: Path) -> None:
+    """A row far from the header still says what each value is, and which table and rows."""
+    import docx
+
+    from chinese_mixtral_rag.qa.retrieval import HybridRetriever
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    document = docx.Document()
+    document.add_heading("第三章 门店考核", 1)
+    document.add_paragraph("各门店一季度考核结果如下表。")
+    table = document.add_table(rows=121, cols=3)
+    values = [["门店", "店长", "考核得分"]]
+    values += [
+        [f"第{n}门店", "林晓梅" if n == 77 else f"店长{n}", f"{60 + n % 40}"] for n in range(120)
+    ]
+    for row, texts in zip(table.rows, values, strict=True):
+        for cell, text in zip(row.cells, texts, strict=True):
+            cell.text = text
+    document.add_paragraph("得分低于六十分的门店须提交整改报告。")
+    document.save(str(docs / "考核.docx"))
+    (docs / "价目.html").write_text(
+        "<html><body><h1>价目表</h1><table><tr><th>茶叶</th><th>产地</th><th>单价</th></tr>"
+        + "".join(f"<tr><td>茶{n}</td><td>产地{n}</td><td>{n}元</td></tr>" for n in range(80))
+        + "<tr><td>太平猴魁</td><td>黄山</td><td>880元</td></tr></table></body></html>",
+        encoding="utf-8",
+    )
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    report = ingest(docs, kb, spec_for(kb), workers=0)
+    assert outcomes(report) == {"考核.docx": "added", "价目.html": "added"}
+    retriever = HybridRetriever(kb=kb, k=3, dense_weight=0)
+    hit = retriever.invoke("林晓梅是哪个门店的店长，考核得分多少？")[0]
+    assert "门店: 第77门店; 店长: 林晓梅; 考核得分: 97" in hit.page_content
+    assert (hit.metadata["heading"], hit.metadata["table"]) == ("第三章 门店考核", 1)
+    assert hit.metadata["row_start"] <= 79 <= hit.metadata["row_end"]  # the header is row 1
+    after = retriever.invoke("得分低于六十分的门店要做什么？")[0]
+    assert after.page_content == "得分低于六十分的门店须提交整改报告。"
+    price = retriever.invoke("太平猴魁的单价是多少？")[0]
+    assert price.metadata["source"] == "价目.html"
+    assert "茶叶: 太平猴魁; 产地: 黄山; 单价: 880元" in price.page_content
+    assert (price.metadata["table"], price.metadata["row_end"]) == (1, 82)

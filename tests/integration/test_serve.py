@@ -123,7 +123,11 @@ def test_a_cited_answer_comes_with_sources_and_usage(client: Any, laws: str) -> 
     best = max(sources, key=lambda s: s["relevance"])
     assert best["source"] == CONSTITUTION
     assert "行政区域划分如下" in "".join(best["text"].split())
-    assert set(best) == {"n", "source", "page", "title", "text", "score", "relevance", "chunk_ids"}
+    assert set(best) == {
+        *("n", "source", "page", "title", "text", "score", "relevance", "chunk_ids"),
+        *("sheet", "table", "rows"),
+    }
+    assert (best["sheet"], best["table"], best["rows"]) == ("", None, "")  # a PDF: pages only
     assert reply.usage.prompt_tokens > 100  # the passages are in the prompt
     assert 1 <= reply.usage.completion_tokens <= 16
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens

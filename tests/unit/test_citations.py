@@ -8,7 +8,8 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chinese_mixtral_rag.qa.citations import CitationFilter
+from chinese_mixtral_rag.qa.citations import CitationFilter, Source, rows_label
+from chinese_mixtral_rag.qa.packing import Passage
 
 
 def run(pieces: list[str], valid: int) -> tuple[str, list[int]]:
@@ -34,3 +35,34 @@ def test_streaming_in_any_pieces_gives_the_same_text(
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     pieces = [text[a:b] for a, b in pairwise(bounds)]
     assert run(pieces, valid) == run([text], valid)
+
+
+def test_a_cited_chunk_of_rows_says_its_sheet_and_rows_wherever_the_page_is_shown() -> None:
+    from chinese_mixtral_rag.cli.ask import format_sources
+    from chinese_mixtral_rag.web.app import source_cards, where
+    from chinese_mixtral_rag.web.text import TEXT
+
+    rows = Passage(
+        "销售.xlsx", "门店: 第77门店", ("a",), 3, sheet="一季度销售", row_start=3, row_end=12
+    )
+    table = Passage("办法.docx", "姓名: 张三", ("c",), 0, table=2, row_start=5, row_end=5)
+    pdf = Passage("宪法.pdf", "第一条", ("d",), 0, page=3, last_page=4)
+    sheet_source, table_source, pdf_source = (
+        Source.of(n, p) for n, p in enumerate([rows, table, pdf], start=1)
+    )
+    assert (sheet_source.sheet, sheet_source.rows, sheet_source.page) == ("一季度销售", "3-12", "")
+    assert sheet_source.as_dict()["rows"] == "3-12"
+    lines = format_sources([sheet_source, table_source, pdf_source], cited=[])
+    assert lines[0].startswith("[1] 销售.xlsx 工作表 一季度销售 第 3-12 行  (")
+    assert lines[1].startswith("[2] 办法.docx 表 2 第 5 行  (")
+    assert lines[2].startswith("[3] 宪法.pdf 第 3-4 页  (")
+    assert where(sheet_source, TEXT["zh"]) == "工作表 一季度销售 第 3-12 行"
+    assert where(sheet_source, TEXT["en"]) == "sheet 一季度销售, rows 3-12"
+    assert where(table_source, TEXT["en"]) == "table 2, rows 5"
+    assert where(pdf_source, TEXT["en"]) == "p. 3-4"
+    assert "工作表 一季度销售 第 3-12 行" in source_cards([sheet_source], TEXT["zh"])
+
+
+def test_rows_without_a_sheet_or_table_are_csv_rows() -> None:
+    assert rows_label("", None, "7-9") == "第 7-9 行"
+    assert rows_label("价格", None, "") == ""

@@ -240,14 +240,99 @@ def test_docx_sections_titles_and_tables(tmp_path: Path) -> None:
         "测试管理办法",
         "测试管理办法 > 第一章 总则",
         "测试管理办法 > 第一章 总则 > 第一节 一般规定",
+        "测试管理办法 > 第一章 总则 > 第一节 一般规定",
         "测试管理办法 > 第二章 附则",
     ]
     assert docs[0].page_content == "测试管理办法\n为了规范管理，制定本办法。"
-    assert docs[2].page_content == (
-        "第一节 一般规定\n第二条 员工应当遵守纪律。\n姓名 | 部门 | 工号\n张三 | 研发部 | 001"
-    )
+    assert docs[2].page_content == "第一节 一般规定\n第二条 员工应当遵守纪律。"
+    assert docs[3].page_content == "姓名: 张三; 部门: 研发部; 工号: 001"
+    assert (docs[3].metadata["table"], docs[3].metadata["row_start"]) == (1, 2)
     assert {d.metadata["title"] for d in docs} == {"测试管理办法"}
     assert all("page" not in d.metadata and "encoding" not in d.metadata for d in docs)
+
+
+def _fill(table: Any, rows: list[list[str]]) -> None:
+    for row, texts in zip(table.rows, rows, strict=True):
+        for cell, text in zip(row.cells, texts, strict=True):
+            cell.text = text
+
+
+def test_a_long_docx_table_is_cut_into_parts_that_each_repeat_the_header(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("第一章 门店", 1)
+    document.add_paragraph("各门店销量见下表。")
+    stores = document.add_table(rows=61, cols=3)
+    _fill(
+        stores,
+        [["门店", "城市", "销量（箱）"]] + [[f"第{n}店", "杭州", f"{1000 + n}"] for n in range(60)],
+    )
+    document.add_paragraph("表后的说明：销量按箱计。")
+    document.add_heading("第二章 人员", 1)
+    staff = document.add_table(rows=3, cols=2)
+    _fill(staff, [["姓名", "岗位"], ["王芳", "店长"], ["李雷", "店员"]])
+    path = tmp_path / "门店.docx"
+    document.save(str(path))
+
+    docs = load_file(path)
+    first = [d for d in docs if d.metadata.get("table") == 1]
+    assert len(first) > 3
+    expected_start = 2  # row 1 is the header
+    for doc in first:  # every part: the heading, the table, contiguous rows, every column named
+        assert doc.metadata["heading"] == "第一章 门店"
+        assert doc.metadata["row_start"] == expected_start
+        lines = doc.page_content.splitlines()
+        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
+        assert all(re.fullmatch(r"门店: 第\d+店; 城市: 杭州; 销量（箱）: 1\d{3}", x) for x in lines)
+        expected_start = doc.metadata["row_end"] + 1
+    assert expected_start == 62
+    (row_50,) = [d for d in first if "门店: 第49店;" in d.page_content]  # the 50th store: row 51
+    assert row_50.metadata["row_start"] <= 51 <= row_50.metadata["row_end"]
+    texts = [d.page_content for d in docs]
+    assert texts[0] == "第一章 门店\n各门店销量见下表。"
+    after = texts.index("表后的说明：销量按箱计。")  # the text after the table, in its place
+    assert docs[after].metadata == {"title": "门店", "heading": "第一章 门店"}
+    assert after == 1 + len(first)
+    second = [d for d in docs if d.metadata.get("table") == 2]
+    assert [(d.page_content, d.metadata["heading"]) for d in second] == [
+        ("姓名: 王芳; 岗位: 店长\n姓名: 李雷; 岗位: 店员", "第二章 人员")
+    ]
+    assert "第二章 人员" not in texts  # a heading directly over a table lives on in its metadata
+
+
+def test_docx_merged_cells_layout_tables_and_nested_tables(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("成绩如下。")
+    scores = document.add_table(rows=4, cols=3)
+    _fill(
+        scores, [["姓名", "成绩", ""], ["张三", "90", "85"], ["李四", "", ""], ["王五", "88", "92"]]
+    )
+    scores.cell(0, 1).merge(scores.cell(0, 2))  # "成绩" heads two columns
+    scores.cell(2, 1).merge(scores.cell(2, 2)).text = "缺考"  # said once, not twice
+    box = document.add_table(rows=1, cols=1)  # a box around a note: text, not 列1: ...
+    box.cell(0, 0).text = "注意：本表仅供参考。"
+    box.cell(0, 0).add_paragraph("如有疑问请联系教务处。")
+    inner = box.cell(0, 0).add_table(rows=2, cols=2)
+    _fill(inner, [["甲", "乙"], ["1", "2"]])
+    column = document.add_table(rows=3, cols=1)  # one column: a list laid out in a table
+    _fill(column, [["一、总则"], ["二、附则"], ["三、附录"]])
+    document.add_paragraph("以上。")
+    path = tmp_path / "成绩.docx"
+    document.save(str(path))
+
+    docs = load_file(path)
+    assert [d.page_content for d in docs] == [
+        "成绩如下。",
+        "姓名: 张三; 成绩: 90; 成绩: 85\n姓名: 李四; 成绩: 缺考\n姓名: 王五; 成绩: 88; 成绩: 92",
+        "注意：本表仅供参考。\n如有疑问请联系教务处。\n甲 | 乙\n1 | 2\n"
+        "一、总则\n二、附则\n三、附录\n以上。",
+    ]
+    assert docs[1].metadata["table"] == 1
+    assert "table" not in docs[2].metadata
+    assert "列1" not in "".join(d.page_content for d in docs)
 
 
 def test_docx_without_title_style_uses_core_properties(tmp_path: Path) -> None:
@@ -270,21 +355,56 @@ def test_pptx_one_document_per_slide_with_tables_and_notes(tmp_path: Path) -> No
     assert blank is not None  # slide 2 has no text: dropped, numbering stays true
     slide = presentation.slides.add_slide(presentation.slide_layouts[5])
     slide.shapes.title.text = "数据明细"
-    table = slide.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(6), Inches(2)).table
+    table = slide.shapes.add_table(3, 2, Inches(1), Inches(2), Inches(6), Inches(2)).table
     table.cell(0, 0).text, table.cell(0, 1).text = "地区", "销售额"
     table.cell(1, 0).text, table.cell(1, 1).text = "华东", "120万"
+    table.cell(2, 0).text, table.cell(2, 1).text = "华南", "95万"
     path = tmp_path / "汇报.pptx"
     presentation.save(str(path))
 
     docs = load_file(path)
     assert [d.metadata for d in docs] == [
         {"title": "季度汇报", "page": 1, "heading": "第一季度业绩"},
-        {"title": "季度汇报", "page": 3, "heading": "数据明细"},
+        {
+            "title": "季度汇报",
+            "page": 3,
+            "heading": "数据明细",
+            "table": 1,
+            "row_start": 2,
+            "row_end": 3,
+        },
     ]
     assert docs[0].page_content == (
         "第一季度业绩\n销售额增长百分之二十。\n\n演讲者备注：强调增长原因。"
     )
-    assert docs[1].page_content == "数据明细\n地区 | 销售额\n华东 | 120万"
+    assert docs[1].page_content == "地区: 华东; 销售额: 120万\n地区: 华南; 销售额: 95万"
+
+
+def test_pptx_merged_cells_are_read_once_across_and_repeated_down(tmp_path: Path) -> None:
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    presentation = Presentation()
+    slide = presentation.slides.add_slide(presentation.slide_layouts[6])
+    table = slide.shapes.add_table(4, 3, Inches(1), Inches(1), Inches(6), Inches(2)).table
+    texts = [["地区", "销售额", ""], ["华东", "一月 120", "二月 130"], ["", "一月 80", "二月 90"]]
+    texts.append(["华南", "未统计", ""])
+    for r, row in enumerate(texts):
+        for c, text in enumerate(row):
+            table.cell(r, c).text = text
+    table.cell(0, 1).merge(table.cell(0, 2))  # "销售额" heads two columns
+    table.cell(1, 0).merge(table.cell(2, 0))  # "华东" covers two rows
+    table.cell(3, 1).merge(table.cell(3, 2))
+    path = tmp_path / "合并.pptx"
+    presentation.save(str(path))
+
+    (doc,) = load_file(path)
+    assert doc.page_content.splitlines() == [
+        "地区: 华东; 销售额: 一月 120; 销售额: 二月 130",
+        "地区: 华东; 销售额: 一月 80; 销售额: 二月 90",
+        "地区: 华南; 销售额: 未统计",
+    ]
+    assert (doc.metadata["table"], doc.metadata["row_start"], doc.metadata["row_end"]) == (1, 2, 4)
 
 
 def test_epub_chapters_become_sections(tmp_path: Path) -> None:
@@ -344,13 +464,69 @@ def test_html_text_headings_and_dropped_chrome(tmp_path: Path) -> None:
     assert [(d.metadata.get("heading"), d.page_content) for d in docs] == [
         (None, "欢迎访问。这是加粗和链接的文字，源码中换行。"),
         ("关于我们", "关于我们\n第一段。\n第二行。"),
-        ("关于我们 > 联系方式", "联系方式\n城市 | 电话\n北京 | 010-12345678"),
+        ("关于我们 > 联系方式", "城市: 北京; 电话: 010-12345678"),
     ]
+    assert docs[-1].metadata["table"] == 1
     assert {d.metadata["title"] for d in docs} == {"公司简介 - 示例"}
     assert {d.metadata["encoding"] for d in docs} == {"gb18030"}
     joined = "\n".join(d.page_content for d in docs)
     for hidden in ("不应出现", "导航菜单", "版权所有", "注释", "color"):
         assert hidden not in joined
+
+
+def test_a_long_html_table_repeats_its_header_in_every_part(tmp_path: Path) -> None:
+    def row(n: int) -> str:
+        if n % 10 == 0:  # this store also covers the next row
+            return f"<tr><td rowspan=2>第{n}店</td><td>{1000 + n}</td></tr>"
+        store = "" if n % 10 == 1 and n > 1 else f"<td>第{n}店</td>"
+        return f"<tr>{store}<td>{1000 + n}</td></tr>"
+
+    rows = "".join(row(n) for n in range(1, 60))
+    markup = (
+        "<html><body><h1>销量</h1><p>表前说明。</p><table><caption>表1 门店销量</caption>"
+        "<tr><th colspan=2>2026年一季度</th></tr><tr><th>门店</th><th>销量（箱）</th></tr>"
+        f"{rows}<tr><td colspan=2>合计见附件</td></tr></table><p>表后说明。</p></body></html>"
+    )
+    docs = load_file(_write(tmp_path, "销量.html", markup))
+    assert docs[0].page_content == "销量\n表前说明。\n表1 门店销量\n2026年一季度"
+    table = docs[1:-1]
+    assert len(table) > 2
+    assert {(d.metadata["heading"], d.metadata["table"]) for d in table} == {("销量", 1)}
+    assert table[0].metadata["row_start"] == 3  # <tr> 1 the title row, 2 the header row
+    lines = [line for d in table for line in d.page_content.splitlines()]
+    assert all(line.startswith("门店: ") for line in lines)
+    assert "门店: 第10店; 销量（箱）: 1011" in lines  # rowspan: the store repeats down
+    assert lines[-1] == "门店: 合计见附件"  # colspan: said once
+    assert table[-1].metadata["row_end"] == 62
+    assert docs[-1].page_content == "表后说明。"
+    assert docs[-1].metadata["heading"] == "销量"
+    assert "table" not in docs[-1].metadata
+
+
+def test_html_layout_tables_stay_text(tmp_path: Path) -> None:
+    markup = (
+        "<html><body><table><tr><td><h1>公告</h1><p>正文第一段。</p></td>"
+        "<td>侧栏链接</td></tr></table>"  # a page laid out in a table: its heading still counts
+        "<table><tr><td>一、总则</td></tr><tr><td>二、附则</td></tr></table>"  # one column
+        "<table><tr><th colspan=2>刘备</th></tr><tr><th>字</th><td>玄德</td></tr>"
+        "<tr><th>国</th><td>蜀汉</td></tr></table></body></html>"  # keys beside their values
+    )
+    docs = load_file(_write(tmp_path, "公告.html", markup))
+    assert [(d.metadata.get("heading"), d.metadata.get("table")) for d in docs] == [("公告", None)]
+    lines = docs[0].page_content.splitlines()
+    assert lines[:2] == ["公告", "正文第一段。"]
+    assert lines[-5:] == ["一、总则", "二、附则", "刘备", "字: 玄德", "国: 蜀汉"]
+    assert "列1" not in docs[0].page_content
+
+
+def test_html_spans_cannot_grow_a_small_file_into_a_huge_table(tmp_path: Path) -> None:
+    header = "".join(f"<th rowspan=100000>列名{n}</th>" for n in range(300))  # each over every row
+    body = "".join(f"<tr><td colspan=1000>{n}</td></tr>" for n in range(1000))
+    markup = f"<html><body><table><tr>{header}</tr>{body}</table></body></html>"
+    docs = load_file(_write(tmp_path, "攻击.html", markup))
+    text = "\n".join(d.page_content for d in docs)
+    assert len(text) < 5 * len(markup)  # read in proportion to the file, not 300 x 1000 cells
+    assert "列名0" in text
 
 
 def test_csv_rows_keep_their_column_names(tmp_path: Path) -> None:
@@ -359,7 +535,36 @@ def test_csv_rows_keep_their_column_names(tmp_path: Path) -> None:
     assert doc.page_content == (
         "姓名: 张三; 城市: 北京; 备注: 喜欢读书, 写作\n姓名: 李四; 备注: 无\n姓名: 王五; 城市: 上海"
     )
-    assert doc.metadata == {"title": "名单", "encoding": "gb18030"}
+    # Row numbers as a spreadsheet opening the file shows them: the blank line is row 4.
+    assert doc.metadata == {"title": "名单", "encoding": "gb18030", "row_start": 2, "row_end": 5}
+
+
+@pytest.mark.parametrize(("name", "sep"), [("订单.csv", ","), ("订单.tsv", "\t")])
+def test_a_long_csv_is_cut_into_row_ranges_that_each_repeat_the_header(
+    tmp_path: Path, name: str, sep: str
+) -> None:
+    records = [sep.join(["编号", "客户", "备注"])]
+    for n in range(1, 201):
+        note = '"第一行\n第二行"' if n == 50 else f"第{n}单"  # one record over two lines
+        records.append(sep.join([f"A{n:03d}", f"客户{n}", note]))
+    docs = load_file(_write(tmp_path, name, "\n".join(records) + "\n"))
+    assert len(docs) > 5
+    expected_start = 2
+    for doc in docs:  # contiguous record numbers, every row labelled by its column
+        assert doc.metadata["row_start"] == expected_start
+        lines = doc.page_content.splitlines()
+        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
+        assert all(re.match(r"编号: A\d{3}; 客户: 客户\d+; 备注: ", line) for line in lines)
+        expected_start = doc.metadata["row_end"] + 1
+    assert expected_start == 202
+    (late,) = [d for d in docs if "编号: A150;" in d.page_content]
+    assert late.metadata["row_start"] <= 151 <= late.metadata["row_end"]  # record 151, line 152
+
+
+def test_a_one_line_csv_is_one_line_of_its_cells(tmp_path: Path) -> None:
+    doc = _only(load_file(_write(tmp_path, "标签.csv", "茶叶,绿茶,杭州\n")))
+    assert doc.page_content == "茶叶; 绿茶; 杭州"
+    assert (doc.metadata["row_start"], doc.metadata["row_end"]) == (1, 1)
 
 
 def test_json_becomes_key_value_lines_not_syntax(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from chinese_mixtral_rag.chat_template import render_prompt
 from chinese_mixtral_rag.documents.splitter import ChineseTextSplitter
 from chinese_mixtral_rag.documents.tokens import ApproximateCounter
 from chinese_mixtral_rag.qa.packing import Passage, merge_chunks, pack
-from chinese_mixtral_rag.qa.prompts import qa_messages
+from chinese_mixtral_rag.qa.prompts import passage_header, qa_messages
 
 APPROX = ApproximateCounter()
 ALPHABET = "天下大势分久必合周末七国争并入于秦逝淘渚龘𠀀。！？，、“”《》 \nHello world3.14😀"
@@ -175,3 +175,32 @@ def test_a_prompt_without_room_is_a_clear_error() -> None:
     measure = measure_for("很长的问题" * 50, [])
     with pytest.raises(ContextLengthError, match="max_new_tokens"):
         pack([], limit=20, measure=measure, count=APPROX.count)
+
+
+def sheet_chunk(index: int, sheet: str, rows: tuple[int, int], text: str) -> Document:
+    """A chunk as ingest stores a part of rows: offsets start at 0 in every part."""
+    meta = {"source": "销售.xlsx", "id": f"销售.xlsx#{index}", "chunk_index": index}
+    meta.update(sheet=sheet, row_start=rows[0], row_end=rows[1])
+    return Document(text, metadata={**meta, "start_index": 0, "end_index": len(text)})
+
+
+def test_neighbouring_chunks_of_rows_merge_into_one_range_of_one_sheet() -> None:
+    chunks = [
+        sheet_chunk(0, "一季度销售", (2, 3), "门店: 第1店; 销量: 10\n门店: 第2店; 销量: 20"),
+        sheet_chunk(1, "一季度销售", (4, 12), "门店: 第3店; 销量: 30"),
+        sheet_chunk(2, "联系人", (2, 2), "姓名: 王芳; 电话: 0571"),
+    ]
+    sales, contacts = merge_chunks(chunks)
+    # Both parts' rows are there (offsets restart in each part: no overlap to cut).
+    assert sales.text == f"{chunks[0].page_content}\n{chunks[1].page_content}"
+    assert (sales.sheet, sales.rows, sales.pages) == ("一季度销售", "2-12", "")
+    assert (contacts.sheet, contacts.rows) == ("联系人", "2")  # another sheet: its own passage
+    assert passage_header(1, sales) == "[1] 来源：销售.xlsx，工作表 一季度销售 第 2-12 行"
+    assert passage_header(2, contacts) == "[2] 来源：销售.xlsx，工作表 联系人 第 2 行"
+
+
+def test_a_document_table_and_its_page_both_show_in_the_header() -> None:
+    meta = {"source": "汇报.pptx", "id": "汇报.pptx#4", "chunk_index": 4, "page": 3}
+    table = Document("地区: 华东; 销售额: 120万", metadata={**meta, "table": 2, "row_start": 5})
+    (passage,) = merge_chunks([table])
+    assert passage_header(1, passage) == "[1] 来源：汇报.pptx，第 3 页，表 2 第 5 行"

@@ -79,7 +79,9 @@ def load_file(
     """Load one file as cleaned, non-empty Documents in document order.
 
     PDFs and PPTX give one Document per page/slide (``page``, 1-based); Markdown, DOCX, HTML and
-    EPUB one per section (``heading`` = heading path); other formats one per file. Every
+    EPUB one per section (``heading`` = heading path); a table (spreadsheets, CSV/TSV, and the
+    tables of DOCX, PPTX, HTML, EPUB) one per range of rows (``row_start``/``row_end``, with
+    ``sheet`` or ``table``); other formats one per file. Every
     Document carries ``title``; text decoded from bytes carries ``encoding``. Raises
     DocumentError, and only DocumentError, when the file cannot become text or holds more than
     ``limits`` allow (default :class:`FileLimits`): only a regular file is read, never past its

@@ -1,9 +1,18 @@
-"""HTML, EPUB and e-mail (.eml): markup and MIME parts turned into heading sections."""
+"""HTML, EPUB and e-mail (.eml): markup and MIME parts turned into heading sections.
+
+A ``<table>`` of data becomes parts of its own like every table (:func:`~.base.table_parts`): the
+header is the first row of ``<th>`` cells naming two or more columns (rows above it, a title, stay
+text), else the first row; ``colspan`` gives a cell once, ``rowspan`` repeats it down. A table
+that lays the page out stays text: one holding a table or a heading, or with text in only one row
+or one column (:func:`~.base.is_data_table`). A table of ``<th>`` keys beside their values (an
+infobox) reads as ``key: value`` lines.
+"""
 
 from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chinese_mixtral_rag.chinese import CJK_PUNCTUATION, FULL_WIDTH_FORMS, HAN
@@ -17,10 +26,14 @@ from chinese_mixtral_rag.documents.encoding import (
 )
 from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.loaders.base import (
+    Cell,
     Extracted,
     Sections,
     brief,
     clean_title,
+    is_data_table,
+    row_cells,
+    table_rows,
     text_or_error,
 )
 from chinese_mixtral_rag.errors import DocumentError
@@ -78,6 +91,10 @@ _CJK_TEXT = HAN + CJK_PUNCTUATION + FULL_WIDTH_FORMS
 _CJK_NEWLINE = re.compile(f"(?<=[{_CJK_TEXT}])\\s*\\n\\s*(?=[{_CJK_TEXT}])")
 _WHITESPACE = re.compile(r"\s+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGNORECASE)
+#: A table holding one of these lays a page out: its content is read as text, headings kept.
+_LAYOUT_SIGNS = ["table", *_HEADING_LEVEL]
+#: The most columns one cell may span, as browsers cap it.
+_MAX_COLSPAN = 1000
 
 
 def _parse_html(markup: str) -> BeautifulSoup:
@@ -93,15 +110,140 @@ def _block_of(node: Any) -> Tag | None:
     return parent  # type: ignore[no-any-return]
 
 
-def _html_sections(root: BeautifulSoup | Tag, sections: Sections) -> None:
-    """Feed the visible text of an HTML tree into sections: blocks become lines, h1-h6 headings."""
-    from bs4 import Tag
+def _is_text(node: Any) -> bool:
     from bs4.element import Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
+
+    return isinstance(node, NavigableString) and not isinstance(
+        node, (Comment, Declaration, Doctype, ProcessingInstruction)
+    )
+
+
+def _cell_text(cell: Tag) -> str:
+    """A cell's visible text on one line (a line break between Chinese characters is layout)."""
+    from bs4 import Tag
+
+    pieces = [
+        " " if isinstance(node, Tag) else str(node)
+        for node in cell.descendants
+        if (isinstance(node, Tag) and node.name == "br") or _is_text(node)
+    ]
+    return " ".join(_CJK_NEWLINE.sub("", "".join(pieces)).split())
+
+
+def _span(cell: Tag, name: str, most: int) -> int:
+    try:
+        return max(1, min(int(str(cell.get(name, "1")).strip()), most))
+    except ValueError:
+        return 1
+
+
+@dataclass
+class _Row:
+    cells: list[Cell] = field(default_factory=list)
+    heads: list[bool] = field(default_factory=list)
+    """Per column: whether the cell is a ``<th>``."""
+
+    def add(self, cell: Cell, head: bool) -> None:
+        self.cells.append(cell)
+        self.heads.append(head)
+
+
+_Spans = dict[int, tuple[Cell, bool, int]]
+"""Column -> (text, is a ``<th>``, rows it still spans) of cells reaching down from above."""
+
+
+def _carry(row: _Row, spans: _Spans, below: _Spans) -> None:
+    """Fill the row's next columns that cells above span into; what reaches further goes on."""
+    while (column := len(row.cells)) in spans:
+        text, head, left = spans.pop(column)
+        row.add(text, head)
+        if left > 1:
+            below[column] = (text, head, left - 1)
+
+
+def _html_grid(rows: list[Tag]) -> list[_Row]:
+    """Table rows as a grid: a ``colspan`` cell once then None, a ``rowspan`` one repeated down.
+
+    Spans may add at most twice the table's own cells (real merges add far fewer): past that a
+    cell spans one column and one row, so a few bytes of ``colspan=1000`` on every row cannot
+    grow into millions of cells."""
+    grid: list[_Row] = []
+    below: _Spans = {}
+    cells = [tr.find_all(["td", "th"], recursive=False) for tr in rows]
+    budget = 2 * sum(map(len, cells)) + 1000
+    for tr_cells in cells:
+        row, spans, below = _Row(), below, {}
+        for cell in tr_cells:
+            _carry(row, spans, below)
+            text, head = _cell_text(cell), cell.name == "th"
+            down, across = _span(cell, "rowspan", len(rows)), _span(cell, "colspan", _MAX_COLSPAN)
+            budget -= down * across - 1
+            if budget < 0:
+                down = across = 1
+            for k in range(across):
+                if down > 1:
+                    below[len(row.cells)] = (text if k == 0 else None, head, down - 1)
+                row.add(text if k == 0 else None, head)
+        for column in sorted(spans):  # spans reaching past this row's own cells
+            if column in spans:
+                while len(row.cells) < column:
+                    row.add("", False)
+                _carry(row, spans, below)
+        grid.append(row)
+    return grid
+
+
+def _html_table(table: Tag) -> tuple[list[str], list[list[Cell]]] | None:
+    """A data table as (lines of text before it, its rows), None for a layout table.
+
+    The lines are its caption and any title rows above a ``<th>`` header row (their rows stay
+    empty, so row numbers still count from the table's first ``<tr>``); a table of ``<th>`` keys
+    beside their values comes back as lines only, ``key: value``."""
+    if table.find(_LAYOUT_SIGNS) is not None:
+        return None
+    grid = _html_grid(table.find_all("tr"))
+    rows = [row.cells for row in grid]
+    if not is_data_table(rows):
+        return None
+    caption = table.find("caption")
+    lines = [text] if caption is not None and (text := _cell_text(caption)) else []
+    header = next(
+        (
+            n
+            for n, row in enumerate(grid)
+            if len(row_cells(row.cells)) >= 2
+            and all(head for cell, head in zip(row.cells, row.heads, strict=True) if cell)
+        ),
+        None,
+    )
+    if header is None and all(_keyed(row) for row in grid if row_cells(row.cells)):
+        return [*lines, *(_key_value(cells) for row in grid if (cells := row_cells(row.cells)))], []
+    if header:
+        lines.extend(table_rows(rows[:header]))
+        rows = [[] for _ in rows[:header]] + rows[header:]
+    return lines, rows
+
+
+def _keyed(row: _Row) -> bool:
+    """A ``<th>`` key first, then values (or a ``<th>`` title alone)."""
+    filled = [head for cell, head in zip(row.cells, row.heads, strict=True) if cell]
+    return filled[0] and not any(filled[1:]) if len(filled) > 1 else all(filled)
+
+
+def _key_value(cells: list[str]) -> str:
+    return f"{cells[0]}: {' | '.join(cells[1:])}" if len(cells) > 1 else cells[0]
+
+
+def _html_sections(root: BeautifulSoup | Tag, sections: Sections) -> None:
+    """Feed the visible text of an HTML tree into sections: blocks become lines, h1-h6 headings,
+    data tables tables."""
+    from bs4 import Tag
 
     for tag in root.find_all(_DROP_TAGS):
         tag.decompose()
     state: dict[str, Any] = {"block": None}
     buffer: list[str] = []
+    inside: set[int] = set()  # the nodes of the data table just read, skipped
 
     def flush() -> None:
         text = "".join(buffer)
@@ -122,6 +264,18 @@ def _html_sections(root: BeautifulSoup | Tag, sections: Sections) -> None:
             state["block"] = block
 
     for node in root.descendants:
+        if id(node) in inside:
+            continue
+        if isinstance(node, Tag) and node.name == "table" and (table := _html_table(node)):
+            enter(node)
+            flush()
+            lines, rows = table
+            for line in lines:
+                sections.line(line)
+            sections.table(rows)
+            state["block"] = node  # text after it, even in the same block, is a new line
+            inside = {id(child) for child in node.descendants}
+            continue
         if isinstance(node, Tag):
             if node.name in ("br", "hr"):
                 enter(node)
@@ -130,9 +284,7 @@ def _html_sections(root: BeautifulSoup | Tag, sections: Sections) -> None:
                 enter(node)
                 buffer.append(" | ")
             continue
-        if not isinstance(node, NavigableString) or isinstance(
-            node, (Comment, Declaration, Doctype, ProcessingInstruction)
-        ):
+        if not _is_text(node):
             continue
         enter(node)
         text = str(node)

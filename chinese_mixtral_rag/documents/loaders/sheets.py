@@ -2,10 +2,10 @@
 
 Read with ``python-calamine`` (Rust's calamine: one library for all four formats, cells as their
 cached values, so a formula reads as what Excel last computed). Each sheet's first non-empty row is
-its header, and every other row becomes ``header: value; ...`` as CSV rows do, so a chunk of rows
-still says what each column is. Rows are grouped into parts of about ``PART_CHARS`` characters (a
-chunk's worth), each carrying ``sheet``, ``row_start`` and ``row_end`` (the spreadsheet's own
-1-based row numbers) for the citation.
+its header, and every other row becomes ``header: value; ...`` as in every table
+(:func:`~.base.table_parts`), so a chunk of rows still says what each column is. Rows are grouped
+into parts of about ``PART_CHARS`` characters (a chunk's worth), each carrying ``sheet``,
+``row_start`` and ``row_end`` (the spreadsheet's own 1-based row numbers) for the citation.
 """
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ import io
 from typing import Any
 
 from chinese_mixtral_rag.documents.limits import FileLimits
-from chinese_mixtral_rag.documents.loaders.base import Extracted, brief
-from chinese_mixtral_rag.documents.loaders.text import row_text
+from chinese_mixtral_rag.documents.loaders.base import Extracted, Part, brief, table_parts
 from chinese_mixtral_rag.errors import DocumentError
-
-#: About one chunk of Chinese text (384 tokens): a part of rows is then cited by its exact range.
-PART_CHARS = 500
 
 
 def cell_text(value: Any) -> str:
@@ -55,37 +51,11 @@ def load_spreadsheet(data: bytes, limits: FileLimits) -> Extracted:
         raise DocumentError(
             f"cannot read the workbook ({brief(exc)}); the file may be damaged"
         ) from None
-    parts: list[tuple[str, dict[str, Any]]] = []
+    parts: list[Part] = []
     for name in book.sheet_names:
         try:
             rows = book.get_sheet_by_name(name).to_python(skip_empty_area=False)
         except Exception as exc:
             raise DocumentError(f"cannot read sheet {name!r} ({brief(exc)})") from None
-        parts.extend(_sheet_parts(name, [[cell_text(c) for c in row] for row in rows]))
+        parts.extend(table_parts([[cell_text(c) for c in row] for row in rows], {"sheet": name}))
     return Extracted(parts=parts, empty_reason="no cells with values in any sheet")
-
-
-def _sheet_parts(sheet: str, rows: list[list[str]]) -> list[tuple[str, dict[str, Any]]]:
-    """One sheet's rows as parts of about ``PART_CHARS`` characters, each with its row range."""
-    numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(row)]
-    if not numbered:
-        return []
-    if len(numbered) == 1:
-        number, row = numbered[0]
-        text = "; ".join(cell for cell in row if cell)
-        return [(text, {"sheet": sheet, "row_start": number, "row_end": number})]
-    header_row, header = numbered[0]
-    parts: list[tuple[str, dict[str, Any]]] = []
-    lines: list[str] = []
-    first = last = header_row
-    for number, row in numbered[1:]:
-        line = row_text(header, row)
-        if lines and sum(len(x) + 1 for x in lines) + len(line) > PART_CHARS:
-            parts.append(("\n".join(lines), {"sheet": sheet, "row_start": first, "row_end": last}))
-            lines = []
-        if not lines:
-            first = number
-        lines.append(line)
-        last = number
-    parts.append(("\n".join(lines), {"sheet": sheet, "row_start": first, "row_end": last}))
-    return parts

@@ -1,4 +1,8 @@
-"""Plain text, Markdown, CSV/TSV, JSON and JSON Lines: text formats decoded by detection."""
+"""Plain text, Markdown, CSV/TSV, JSON and JSON Lines: text formats decoded by detection.
+
+CSV and TSV are tables like spreadsheets (:func:`~.base.table_parts`): every row with its header,
+parts of rows with ``row_start``/``row_end``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from chinese_mixtral_rag.documents.loaders.base import (
     Sections,
     brief,
     clean_title,
+    table_parts,
     text_or_error,
 )
 from chinese_mixtral_rag.errors import DocumentError
@@ -81,6 +86,8 @@ def load_markdown(data: bytes, limits: FileLimits) -> Extracted:
 
 
 def load_csv(data: bytes, limits: FileLimits) -> Extracted:
+    """Rows numbered as csv.reader counts records (a blank line is an empty record), which is
+    how a spreadsheet opening the file numbers its rows: a header on the first line is row 1."""
     text, encoding = text_or_error(data)
     sample = text[:20_000]
     try:
@@ -94,25 +101,7 @@ def load_csv(data: bytes, limits: FileLimits) -> Extracted:
         ]
     except csv.Error as exc:
         raise DocumentError(f"malformed CSV ({brief(exc)}); check the quoting") from None
-    rows = [row for row in rows if any(row)]
-    if len(rows) == 1:
-        return Extracted(
-            parts=[("; ".join(cell for cell in rows[0] if cell), {})], encoding=encoding
-        )
-    header = rows[0] if rows else []
-    lines = [row_text(header, row) for row in rows[1:]]
-    return Extracted(parts=[("\n".join(lines), {})], encoding=encoding)
-
-
-def row_text(header: list[str], row: list[str]) -> str:
-    """One table row as ``header: value; ...`` (columns without a header are ``列N``), so that
-    every row, in whatever chunk it lands, still says what each value is."""
-    pairs = [
-        f"{header[i] if i < len(header) and header[i] else f'列{i + 1}'}: {value}"
-        for i, value in enumerate(row)
-        if value
-    ]
-    return "; ".join(pairs)
+    return Extracted(parts=table_parts(rows, {}), encoding=encoding)
 
 
 def _json_scalar(value: object) -> str | None:
