@@ -800,3 +800,68 @@ def test_a_docx_table_answers_a_question_about_a_cell(tmp_path: Path, tiny_embed
     assert price.metadata["source"] == "价目.html"
     assert "茶叶: 太平猴魁; 产地: 黄山; 单价: 880元" in price.page_content
     assert (price.metadata["table"], price.metadata["row_end"]) == (1, 82)
+
+
+def print_to_pdf(html: str, folder: Path, name: str) -> Path:
+    """``html`` printed to PDF by headless Chromium (what "Save as PDF" in a browser writes: a
+    text layer in embedded fonts, table rules as drawn rectangles)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium to print a PDF (make test installs it)")
+    source = folder / f"{name}.html"
+    source.write_text(html, encoding="utf-8")
+    target = folder / f"{name}.pdf"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={target}",
+            source.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    source.unlink()
+    return target
+
+
+def test_a_pdf_table_answers_a_question_about_a_cell(tmp_path: Path, tiny_embedder: Path) -> None:
+    """A ruled table over two pages of a PDF: a row on the second page still names its columns,
+    keeps its table number and counts its rows on from the first page; the text around the table
+    stays text, and the rows are not also stored flattened into the page's text."""
+    from chinese_mixtral_rag.qa.retrieval import HybridRetriever
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    rows = "".join(
+        f"<tr><td>第{n}门店</td><td>{'林晓梅' if n == 47 else f'店长{n}'}</td>"
+        f"<td>{1000 + n}</td></tr>"
+        for n in range(60)
+    )
+    print_to_pdf(
+        "<html><head><meta charset='utf-8'><style>body{font-family:'WenQuanYi Zen Hei'}"
+        "table{border-collapse:collapse}td,th{border:1px solid #000;padding:2px 6px}</style>"
+        "</head><body><h1>一季度销售报告</h1><p>各门店一季度的销量如下表。</p>"
+        "<table><thead><tr><th>门店</th><th>店长</th><th>销量（箱）</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table><p>以上数据由财务部核对。</p></body></html>",
+        docs,
+        "销售报告",
+    )
+    kb = open_kb(tmp_path / "store", tiny_embedder)
+    report = ingest(docs, kb, spec_for(kb), workers=0)
+    assert outcomes(report) == {"销售报告.pdf": "added"}
+    retriever = HybridRetriever(kb=kb, k=3, dense_weight=0)
+    hit = retriever.invoke("林晓梅管理的门店卖了多少箱？")[0]
+    assert "门店: 第47门店; 店长: 林晓梅; 销量（箱）: 1047" in hit.page_content
+    assert hit.metadata["page"] == 2  # Chromium breaks the 60 rows over two pages
+    assert hit.metadata["table"] == 1
+    assert hit.metadata["row_start"] <= 49 <= hit.metadata["row_end"]  # header row 1, then 0..
+    note = retriever.invoke("数据由哪个部门核对？")[0]
+    assert "以上数据由财务部核对。" in note.page_content
+    assert "table" not in note.metadata
+    chunks = kb.collection.get(include=["documents"])["documents"]
+    assert not any("第47门店 林晓梅" in text for text in chunks)  # no flattened copy of the row

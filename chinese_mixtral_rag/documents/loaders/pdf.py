@@ -6,12 +6,20 @@ has (private-use code points, controls, GBK read as Latin-1: fonts without a Uni
 broken layer. Such pages are rendered by pdfium (pypdfium2) and read by OCR, the others never
 are. Page furniture is removed and broken lines re-joined across all pages alike, whichever way
 they were read.
+
+Ruled tables are read by pdfplumber (from where its lines and cells are), only on pages whose
+content draws rectangles or lines (:data:`MIN_RULES`): the statutes draw at most one per page, so
+text PDFs pay nothing. A table becomes parts of its own after the page's other text, every row
+labelled by the header (``table``, row range); a table that runs on at the top of the next page
+(as many columns) keeps its number and counts its rows on, and gets its header again where the
+page does not repeat it.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from functools import partial
 from typing import Any
 
 from chinese_mixtral_rag.chinese import CJK_PUNCTUATION, FULL_WIDTH_FORMS, is_han
@@ -19,7 +27,16 @@ from chinese_mixtral_rag.documents import ocr
 from chinese_mixtral_rag.documents.cleaning import join_broken_lines, remove_repeated_lines
 from chinese_mixtral_rag.documents.encoding import decode_text
 from chinese_mixtral_rag.documents.limits import FileLimits
-from chinese_mixtral_rag.documents.loaders.base import Extracted, brief, clean_title
+from chinese_mixtral_rag.documents.loaders.base import (
+    Cell,
+    Extracted,
+    Part,
+    brief,
+    clean_title,
+    is_data_table,
+    row_cells,
+    table_parts,
+)
 from chinese_mixtral_rag.errors import DocumentError
 
 _HEX_TITLE = re.compile(r"^<([0-9a-fA-F\s]+)>$")
@@ -35,6 +52,9 @@ MIN_PLAUSIBLE = 0.8
 #: Resolution pages are rendered at for OCR (then scaled to fit ``ocr.MAX_SIDE``).
 RENDER_DPI = 200
 _PLAUSIBLE_EXTRA = frozenset(CJK_PUNCTUATION + FULL_WIDTH_FORMS)
+#: A page drawing at least this many rectangles and line segments may hold a ruled table.
+MIN_RULES = 4
+_RULES = re.compile(rb"(?:^|\s)(?:re|l)(?=\s)")
 
 
 def _pdf_title(raw: object) -> str | None:
@@ -67,12 +87,15 @@ def load_pdf(data: bytes, limits: FileLimits) -> Extracted:
             title = None
         texts: list[str] = []
         scans: list[int] = []
+        ruled: list[int] = []
         extracted = 0
         for index, page in enumerate(pages):
             text = page.extract_text() or ""
             if not text_layer_usable(text, _draws_image(page)):
                 scans.append(index)
                 text = ""
+            elif _draws_rules(page):
+                ruled.append(index)
             texts.append(text)
             extracted += len(texts[-1].encode("utf-8", "replace"))
             limits.check_text(extracted)  # stop at the limit, not after the last page
@@ -100,8 +123,12 @@ def load_pdf(data: bytes, limits: FileLimits) -> Extracted:
         _read_scans(data, scans, texts, metadatas, notes, limits, extracted)
     elif scans:
         notes.append(f"{_pages(scans)} without a text layer skipped: OCR is off (CMR_OCR=false)")
+    tables = _read_tables(data, ruled, texts, notes) if ruled else {}
     texts = remove_repeated_lines([t.replace("\r\n", "\n").replace("\r", "\n") for t in texts])
-    parts = [(join_broken_lines(text), meta) for text, meta in zip(texts, metadatas, strict=True)]
+    parts: list[Part] = []
+    for index, (text, meta) in enumerate(zip(texts, metadatas, strict=True)):
+        parts.append((join_broken_lines(text), meta))
+        parts.extend(tables.get(index, []))
     empty = (
         "no text found, not even by OCR (blank pages, or scans too poor to read)"
         if scans and limits.ocr
@@ -144,6 +171,75 @@ def _draws_image(page: Any, depth: int = 0) -> bool:
     except Exception:  # a broken resource dictionary: judge by the text alone
         return False
     return False
+
+
+def _draws_rules(page: Any) -> bool:
+    try:
+        contents = page.get_contents()
+        data = contents.get_data() if contents is not None else b""
+    except Exception:  # unreadable content: pypdf read what it could; no tables from it
+        return False
+    return len(_RULES.findall(data)) >= MIN_RULES
+
+
+def _read_tables(
+    data: bytes, ruled: list[int], texts: list[str], notes: list[str]
+) -> dict[int, list[Part]]:
+    """The data tables of the pages at ``ruled`` (0-based) as parts, by page; such a page's text
+    in ``texts`` becomes what lies outside its tables. A page pdfplumber fails on keeps the text
+    pypdf read (and a note says its tables were not read)."""
+    import pdfplumber
+
+    found: dict[int, list[Part]] = {}
+    number = 0
+    # The last table read: its page index, column count, header row, and rows so far.
+    last: tuple[int, int, list[Cell], int] | None = None
+    with pdfplumber.open(io.BytesIO(data)) as pdf:
+        for index in ruled:
+            page = pdf.pages[index]
+            try:
+                tables = [(t.bbox, t.extract()) for t in page.find_tables()]
+                tables = [(box, rows) for box, rows in tables if is_data_table(rows)]
+                if not tables:
+                    continue
+                boxes = [box for box, _ in tables]
+                outside = page.filter(partial(_outside, boxes))
+                texts[index] = outside.extract_text() or ""
+            except Exception as exc:
+                notes.append(f"page {index + 1}: tables not read ({brief(exc)}), kept as text")
+                continue
+            finally:
+                page.close()
+            for position, (box, rows) in enumerate(tables):
+                width = max(len(row) for row in rows)
+                runs_on = (
+                    position == 0
+                    and last is not None
+                    and last[0] == index - 1
+                    and last[1] == width
+                    and box[1] < page.height / 4
+                )
+                shift = 0
+                if runs_on and last is not None:
+                    if row_cells(rows[0]) != row_cells(last[2]):
+                        rows = [last[2], *rows]  # the header was not repeated on this page
+                    shift = last[3] - 1  # rows count on from the part on the page before
+                else:
+                    number += 1
+                parts = table_parts(rows, {"page": index + 1, "table": number})
+                for _, meta in parts:
+                    meta["row_start"] += shift
+                    meta["row_end"] += shift
+                found.setdefault(index, []).extend(parts)
+                last = (index, width, rows[0], shift + len(rows))
+    return found
+
+
+def _outside(boxes: list[tuple[float, float, float, float]], obj: dict[str, Any]) -> bool:
+    """Whether a page object (character, line) lies outside every table box."""
+    x = (float(obj["x0"]) + float(obj["x1"])) / 2
+    y = (float(obj["top"]) + float(obj["bottom"])) / 2
+    return not any(x0 <= x <= x1 and top <= y <= bottom for x0, top, x1, bottom in boxes)
 
 
 def _pages(indexes: list[int]) -> str:
