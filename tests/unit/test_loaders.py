@@ -1038,3 +1038,64 @@ def test_a_damaged_workbook_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "fake.xls").write_bytes(b"not a spreadsheet at all" * 10)
     with pytest.raises(DocumentError, match=r"fake\.xls: "):
         load_file(tmp_path / "fake.xls")
+
+
+def test_xls_and_ods_read_like_xlsx(tmp_path: Path) -> None:
+    """Excel 97-2003 (.xls, written by xlwt) and OpenDocument (.ods, written by odfpy) give the
+    same labelled rows, sheet names and row numbers as .xlsx."""
+    xlwt = pytest.importorskip("xlwt", reason="needs the test extra")
+    pytest.importorskip("odf", reason="needs the test extra")
+    from odf.opendocument import OpenDocumentSpreadsheet
+    from odf.table import Table, TableCell, TableRow
+    from odf.text import P
+
+    rows = [["产品", "单价（元）"], ["龙井", "12"], ["碧螺春", "9"]]
+    book = xlwt.Workbook(encoding="utf-8")
+    sheet = book.add_sheet("价格")
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            sheet.write(r, c, float(value) if value.isdigit() else value)
+    book.save(str(tmp_path / "old.xls"))
+    document = OpenDocumentSpreadsheet()
+    table = Table(name="价格")
+    for row in rows:
+        line = TableRow()
+        for value in row:
+            cell = TableCell(valuetype="string")
+            cell.addElement(P(text=value))
+            line.addElement(cell)
+        table.addElement(line)
+    document.spreadsheet.addElement(table)
+    document.save(str(tmp_path / "open.ods"))
+    for name in ("old.xls", "open.ods"):
+        (doc,) = load_file(tmp_path / name)
+        assert doc.page_content.splitlines() == [
+            "产品: 龙井; 单价（元）: 12",
+            "产品: 碧螺春; 单价（元）: 9",
+        ]
+        assert (doc.metadata["sheet"], doc.metadata["row_start"], doc.metadata["row_end"]) == (
+            "价格",
+            2,
+            3,
+        )
+
+
+def test_a_password_protected_office_file_says_so(tmp_path: Path) -> None:
+    """Office encrypts a workbook or document into a compound file: named as password-protected
+    with what to do, not as damaged."""
+    import docx
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    plain = two_sheet_workbook(tmp_path / "plain.xlsx")
+    document = docx.Document()
+    document.add_paragraph("机密文件。")
+    document.save(str(tmp_path / "plain.docx"))
+    for name in ("plain.xlsx", "plain.docx"):
+        source = tmp_path / name
+        with source.open("rb") as clear, (tmp_path / f"secret{source.suffix}").open("wb") as out:
+            OOXMLFile(clear).encrypt("口令123", out)
+        with pytest.raises(
+            DocumentError, match=r"password-protected \(encrypted\).*remove the password"
+        ):
+            load_file(tmp_path / f"secret{source.suffix}")
+    assert load_file(plain)  # the same workbook without its password reads

@@ -153,9 +153,20 @@ def _load(
     return documents
 
 
+#: An OLE compound file: what Office writes instead of a zip when a document has a password.
+_COMPOUND_FILE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ENCRYPTION_INFO = "EncryptionInfo".encode("utf-16-le")
+
+
 def _check_archive(data: bytes, limits: FileLimits) -> None:
-    """Refuse a zip bomb before its parser inflates anything (a file that is not a zip at all is
-    left to its loader, which says what it is instead)."""
+    """Refuse a zip bomb before its parser inflates anything, and name a password-protected
+    Office file as such (it is a compound file holding the encrypted zip, so every parser would
+    call it damaged). A file that is neither is left to its loader, which says what it is."""
+    if data.startswith(_COMPOUND_FILE) and _ENCRYPTION_INFO in data:
+        raise DocumentError(
+            "it is password-protected (encrypted); open it in Office or WPS, remove the password "
+            "(File > Info > Protect / 文件 > 信息 > 保护), save it and ingest it again"
+        )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
