@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from chinese_mixtral_rag.chinese import HAN
 from chinese_mixtral_rag.errors import DocumentError
 
 if TYPE_CHECKING:
@@ -112,6 +114,17 @@ def fit(image: Image) -> Image:
 
 #: A page read with a lower mean confidence than this is tried again upside down.
 UPRIGHT_CONFIDENCE = 0.8
+#: The detector's threshold for keeping a text box (the engine's default is 0.5): at 0.5 a whole
+#: line of the Constitution went unseen on 1 page in 30 (page 19, "监督。原选举单位..."); 0.3
+#: keeps it, and the recogniser's own score (0.5) still drops boxes that are not text.
+BOX_THRESHOLD = 0.3
+
+_SPEECH_OPENERS = frozenset("：:，,、（(【[《")
+_SPEECH_CLOSERS = frozenset("。！？!?…）)】]》；;")
+# 曰 ("says") read as 日: the two differ only in width in most fonts, and the recogniser, trained
+# on modern text, prefers 日. Before a colon and an opening quote, after a Han character that is
+# no date word (今日、生日、3月1日), it is 曰: "玄德曰：“..." in every classical-style text.
+_YUE = re.compile(f'(?<=[{HAN}])(?<![今昨明当次前后每生节月])日(?=[：:]\\s*[“"])')
 
 
 def recognise(image: Image) -> OcrText:
@@ -138,13 +151,38 @@ def _weight(read: OcrText) -> float:
 def _read(page: Image) -> OcrText:
     import numpy as np
 
-    found, _ = _engine()(np.asarray(page), use_cls=False)
+    found, _ = _engine()(np.asarray(page), use_cls=False, box_thresh=BOX_THRESHOLD)
     boxes = [(box, str(text), float(score)) for box, text, score in found or [] if str(text)]
     if not boxes:
         return OcrText("", None)
     chars = sum(len(text) for _, text, _ in boxes)
     confidence = sum(score * len(text) for _, text, score in boxes) / chars
-    return OcrText("\n".join(_lines(boxes)), round(confidence, 4))
+    return OcrText(fix_text("\n".join(_lines(boxes))), round(confidence, 4))
+
+
+def fix_text(text: str) -> str:
+    """Undo the recogniser's systematic slips in Chinese text: quotation marks turned the wrong
+    way or read as ASCII ``"`` (set by what precedes them: after ：，or a line start a quote opens,
+    after 。！？ it closes), and 曰 read as 日 before a quoted speech.
+
+    Measured on eight dialogue-heavy pages of 三国演义 at 200 dpi: character error rate 1.5-6.4 %
+    before, 0.6-1.4 % after, except one page whose names (李傕、郭汜) are outside the
+    recogniser's 6,623 characters; pages of the Constitution are unchanged.
+    """
+    out: list[str] = []
+    opened = False
+    for char in text:
+        if char in '“”"':
+            before = out[-1] if out else "\n"
+            if before.isspace() or before in _SPEECH_OPENERS:
+                char = "“"
+            elif before in _SPEECH_CLOSERS:
+                char = "”"
+            elif char == '"':
+                char = "”" if opened else "“"
+            opened = char == "“"
+        out.append(char)
+    return _YUE.sub("曰", "".join(out))
 
 
 def _lines(boxes: list[tuple[Any, str, float]]) -> list[str]:

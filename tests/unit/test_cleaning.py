@@ -193,3 +193,15 @@ def test_remove_repeated_lines_keeps_lines_repeated_on_few_pages() -> None:
 def test_remove_repeated_lines_keeps_page_count_when_a_page_empties() -> None:
     pages = ["页眉文字\n正文一。", "页眉文字", "页眉文字\n正文三。"]
     assert remove_repeated_lines(pages) == ["正文一。", "", "正文三。"]
+
+
+def test_ocr_text_fixes_quote_direction_and_yue() -> None:
+    """The recogniser's systematic slips on Chinese dialogue, undone by context; dates and
+    words ending in 日 stay as they are."""
+    from chinese_mixtral_rag.documents.ocr import fix_text
+
+    read = '玄德日：”吾乃中山靖王之后。“飞日："好"。今日：晴。3月1日：“开会”。生日：“快乐”'
+    assert fix_text(read) == (
+        "玄德曰：“吾乃中山靖王之后。”飞曰：“好”。今日：晴。3月1日：“开会”。生日：“快乐”"
+    )
+    assert fix_text("第十条 城市的土地属于国家所有。") == "第十条 城市的土地属于国家所有。"

@@ -22,7 +22,7 @@ import re
 from functools import partial
 from typing import Any
 
-from chinese_mixtral_rag.chinese import CJK_PUNCTUATION, FULL_WIDTH_FORMS, is_han
+from chinese_mixtral_rag.chinese import CJK_PUNCTUATION, FULL_WIDTH_FORMS, HAN
 from chinese_mixtral_rag.documents import ocr
 from chinese_mixtral_rag.documents.cleaning import join_broken_lines, remove_repeated_lines
 from chinese_mixtral_rag.documents.encoding import decode_text
@@ -51,7 +51,12 @@ MIN_CHARS = 32
 MIN_PLAUSIBLE = 0.8
 #: Resolution pages are rendered at for OCR (then scaled to fit ``ocr.MAX_SIDE``).
 RENDER_DPI = 200
-_PLAUSIBLE_EXTRA = frozenset(CJK_PUNCTUATION + FULL_WIDTH_FORMS)
+#: What real text is made of: ASCII, Han, CJK and full-width punctuation, general punctuation
+#: (curly quotes, dashes), Latin Extended, Greek and Cyrillic. Not Latin-1's upper half alone:
+#: that is where GBK read as Latin-1 lands ("¹ú¼Ò"), and a few umlauts stay far below the bar.
+_PLAUSIBLE = re.compile(
+    f"[ -~{HAN}{CJK_PUNCTUATION}{FULL_WIDTH_FORMS}\u2000-\u206f\u0100-\u024f\u0370-\u04ff]"
+)
 #: A page drawing at least this many rectangles and line segments may hold a ruled table.
 MIN_RULES = 4
 _RULES = re.compile(rb"(?:^|\s)(?:re|l)(?=\s)")
@@ -143,12 +148,8 @@ def text_layer_usable(text: str, draws_image: bool) -> bool:
     """Whether a page's text layer is its text (else the page is OCR'd): some text at all (a page
     of none may be text turned into outlines), enough for a page that draws an image, and mostly
     characters real text is made of."""
-    chars = [c for c in text if not c.isspace()]
-    plausible = sum(
-        1
-        for c in chars
-        if (" " <= c <= "~") or is_han(c) or c in _PLAUSIBLE_EXTRA or "\u2000" <= c <= "\u206f"
-    )
+    chars = "".join(text.split())
+    plausible = len(_PLAUSIBLE.findall(chars))
     if not chars or plausible < len(chars) * MIN_PLAUSIBLE:
         return False
     return not draws_image or plausible >= MIN_CHARS
