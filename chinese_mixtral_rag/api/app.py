@@ -488,7 +488,11 @@ def create_app(service: Service) -> FastAPI:
         name: str,
         files: Annotated[list[UploadFile], File(description="Documents to ingest.")],
         stream: Annotated[
-            bool, Query(description="Progress as NDJSON lines, the result last.")
+            bool,
+            Query(
+                description="Progress as NDJSON lines ({event: progress, done, total, file} per "
+                "file, {event: ocr, file, pages_done, pages} per scanned page), the result last."
+            ),
         ] = False,
     ) -> Any:
         """Ingest uploaded files into ``name`` (created on first upload); the web app's type
@@ -594,6 +598,7 @@ def _ingest(
     kb: Any,
     saved: Sequence[Path],
     progress: Callable[[int, int, str], None] | None = None,
+    ocr: Callable[[str, int, int], None] | None = None,
 ) -> UploadResult:
     """Check and ingest saved uploads (in a worker thread)."""
     from chinese_mixtral_rag.documents.limits import FileLimits
@@ -617,7 +622,7 @@ def _ingest(
             "; ".join(f"{r.name}: {r.reason}" for r in refused_out) or "No files.",
             code="refused",
         )
-    report = ingest_uploads(accepted, kb, service.settings, progress=progress)
+    report = ingest_uploads(accepted, kb, service.settings, progress=progress, ocr=ocr)
 
     def sources(status: str) -> list[str]:
         return [o.source for o in report.outcomes if o.status == status]
@@ -641,9 +646,13 @@ def _ingest_events(service: Service, kb: Any, saved: Sequence[Path]) -> Iterator
     def progress(done: int, total: int, source: str) -> None:
         lines.put({"event": "progress", "done": done, "total": total, "file": source})
 
+    def ocr(source: str, done: int, total: int) -> None:
+        lines.put({"event": "ocr", "file": source, "pages_done": done, "pages": total})
+
     def work() -> None:
         try:
-            lines.put({"event": "done", **_ingest(service, kb, saved, progress).model_dump()})
+            result = _ingest(service, kb, saved, progress, ocr)
+            lines.put({"event": "done", **result.model_dump()})
         except APIError as exc:
             lines.put({"event": "error", **error_body(str(exc), exc.kind, exc.code)})
         except ChineseMixtralError as exc:

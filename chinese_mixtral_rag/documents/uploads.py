@@ -61,12 +61,22 @@ def check_uploads(paths: Sequence[Path], limits: FileLimits) -> tuple[list[Path]
 
 
 class _Progress(ProgressHook):
-    """Calls ``report(done, total, source)`` as each new or changed file finishes."""
+    """Calls ``report(done, total, source)`` as each new or changed file finishes, and
+    ``ocr(source, done, total)`` as the pages of a scan are read."""
 
-    def __init__(self, report: Callable[[int, int, str], None] | None) -> None:
+    def __init__(
+        self,
+        report: Callable[[int, int, str], None] | None,
+        ocr: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self.report = report
+        self.ocr = ocr
         self.done = 0
         self.total = 1
+
+    def pages(self, source: str, done: int, total: int) -> None:
+        if self.ocr is not None:
+            self.ocr(source, done, total)
 
     def start(self, files: int, to_parse: int) -> None:
         self.total = max(to_parse, 1)
@@ -84,16 +94,18 @@ def ingest_uploads(
     settings: Settings,
     *,
     progress: Callable[[int, int, str], None] | None = None,
+    ocr: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
     """Copy accepted uploads into the upload folder and ingest that folder; files that fail
-    are not kept."""
+    are not kept. ``progress(done, total, source)`` per file, ``ocr(source, done, total)`` per
+    page of a scan."""
     limits = FileLimits.for_store(settings)
     folder = upload_dir(settings, kb.name)
     folder.mkdir(parents=True, exist_ok=True)
     for path in accepted:
         shutil.copyfile(path, folder / path.name)
     spec = ChunkingSpec.for_store(settings, kb)
-    report = ingest(folder, kb, spec, workers=0, progress=_Progress(progress), limits=limits)
+    report = ingest(folder, kb, spec, workers=0, progress=_Progress(progress, ocr), limits=limits)
     for outcome in report.failures:
         (folder / outcome.source).unlink(missing_ok=True)  # keep only what is stored
     return report

@@ -182,7 +182,13 @@ class WebApp:
             if progress is not None:
                 progress((done, total), desc=source)
 
-        report = ingest_uploads(accepted, kb, self.settings, progress=report_progress)
+        def report_pages(source: str, done: int, total: int) -> None:
+            if progress is not None:
+                progress((done, total), desc=text["ocr_pages"].format(name=source))
+
+        report = ingest_uploads(
+            accepted, kb, self.settings, progress=report_progress, ocr=report_pages
+        )
         lines = [
             text["ingested"].format(
                 added=report.count("added"),

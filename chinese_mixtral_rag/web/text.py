@@ -33,6 +33,7 @@ TEXT: dict[str, dict[str, str]] = {
         "need_model": "此模式需要模型；当前为仅检索模式。",
         "no_files": "请先选择要上传的文件。",
         "bad_type": "不支持的文件类型：{name}。支持：{exts}",
+        "ocr_pages": "OCR 识别扫描页：{name}",
         "too_big": "文件太大：{name}（{mb:.1f} MB，此类文件上限 {max:.0f} MB）。",
         "ingested": "导入完成：新增 {added}，更新 {updated}，未变 {unchanged}，失败 {failed}。",
         "failed": "失败：{name}：{reason}",
@@ -88,6 +89,7 @@ TEXT: dict[str, dict[str, str]] = {
         "need_model": "This mode needs a model; the app runs in search-only mode.",
         "no_files": "Choose files to upload first.",
         "bad_type": "Unsupported file type: {name}. Supported: {exts}",
+        "ocr_pages": "OCR of scanned pages: {name}",
         "too_big": "File too large: {name} ({mb:.1f} MB; at most {max:.0f} MB for this type).",
         "ingested": "Ingested: {added} added, {updated} updated, {unchanged} unchanged, "
         "{failed} failed.",

@@ -4,6 +4,7 @@ the official ``openai`` client (and httpx for the knowledge-base routes it has n
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,6 +216,33 @@ def test_an_uploaded_file_is_then_found_and_can_be_deleted(
     gone = httpx.delete(f"{server}/v1/knowledge_bases/notes", headers=bearer)
     assert gone.json()["deleted"] is True
     assert "notes" not in [m.id for m in client.models.list()]
+
+
+def test_an_uploaded_scan_is_read_by_ocr_with_progress(server: str, client: Any) -> None:
+    """A photographed notice uploaded through the API is read by OCR in the server (an ``ocr``
+    event per page on the progress stream), then found by a question."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="needs the rag extra (OCR engine)")
+    from chinese_mixtral_rag.testing.scans import chinese_font, render_page
+
+    if chinese_font() is None:
+        pytest.skip("no Chinese font to print a test page: apt install fonts-wqy-zenhei")
+    buffer = io.BytesIO()
+    notice = "停水通知：因管道维修，本小区十二月五日上午八点至下午四点停止供水，请提前储水。"
+    render_page(notice, skew=1.5).save(buffer, "PNG")
+    response = upload(server, "scans", ("停水通知.png", buffer.getvalue()), stream=True)
+    events = [json.loads(line) for line in response.text.splitlines()]
+    pages = [e for e in events if e["event"] == "ocr"]
+    assert pages[-1] == {"event": "ocr", "file": "停水通知.png", "pages_done": 1, "pages": 1}
+    assert events[-1]["added"] == ["停水通知.png"]
+    hit = client.chat.completions.create(
+        model="scans",
+        messages=[{"role": "user", "content": "小区哪天停水？"}],
+        extra_body={"mode": "search"},
+    )
+    source = hit.model_extra["sources"][0]
+    assert source["source"] == "停水通知.png"
+    assert "十二月五日" in source["text"]
+    httpx.delete(f"{server}/v1/knowledge_bases/scans", headers={"Authorization": f"Bearer {KEY}"})
 
 
 def test_bad_uploads_and_requests_are_clear_errors(server: str, client: Any, laws: str) -> None:
