@@ -83,6 +83,7 @@ bench: install
 	$(BIN)/python benchmarks/ingest_speed.py
 	$(BIN)/python benchmarks/retrieval_eval.py
 	$(BIN)/python benchmarks/prefix_reuse.py
+	$(BIN)/python benchmarks/ocr_speed.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
