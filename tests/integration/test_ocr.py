@@ -149,6 +149,8 @@ def test_images_are_read_upright_and_tiff_frames_are_pages(
     assert len(photo) == 1
     assert "page" not in photo[0].metadata
     assert char_error_rate(printed_text(sources["宪法"]), photo[0].page_content) <= 0.02
+    printed_lines = printed_text(sources["宪法"]).count("\n")
+    assert photo[0].page_content.count("\n") < printed_lines / 3  # lines re-joined as in PDFs
     page.rotate(180).save(tmp_path / "upside-down.png")  # fed into the scanner the wrong way
     turned = load_file(tmp_path / "upside-down.png")
     assert char_error_rate(printed_text(sources["宪法"]), turned[0].page_content) <= 0.02

@@ -65,6 +65,18 @@ ENCODING_CASES = [
 ]
 
 
+def contiguous_rows(docs: list[Any], start: int, row: str) -> int:
+    """Assert that the parts' row ranges follow each other from ``start`` with one line per row,
+    each matching ``row`` (every value labelled by its column); return the row after the last."""
+    for doc in docs:
+        assert doc.metadata["row_start"] == start
+        lines = doc.page_content.splitlines()
+        assert len(lines) == doc.metadata["row_end"] - start + 1
+        assert all(re.match(row, line) for line in lines), lines
+        start = doc.metadata["row_end"] + 1
+    return start
+
+
 def _write(tmp_path: Path, name: str, data: bytes | str) -> Path:
     path = tmp_path / name
     if isinstance(data, str):
@@ -278,15 +290,9 @@ def test_a_long_docx_table_is_cut_into_parts_that_each_repeat_the_header(tmp_pat
     docs = load_file(path)
     first = [d for d in docs if d.metadata.get("table") == 1]
     assert len(first) > 3
-    expected_start = 2  # row 1 is the header
-    for doc in first:  # every part: the heading, the table, contiguous rows, every column named
-        assert doc.metadata["heading"] == "第一章 门店"
-        assert doc.metadata["row_start"] == expected_start
-        lines = doc.page_content.splitlines()
-        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
-        assert all(re.fullmatch(r"门店: 第\d+店; 城市: 杭州; 销量（箱）: 1\d{3}", x) for x in lines)
-        expected_start = doc.metadata["row_end"] + 1
-    assert expected_start == 62
+    assert {doc.metadata["heading"] for doc in first} == {"第一章 门店"}
+    row = r"门店: 第\d+店; 城市: 杭州; 销量（箱）: 1\d{3}$"
+    assert contiguous_rows(first, 2, row) == 62  # row 1 is the header
     (row_50,) = [d for d in first if "门店: 第49店;" in d.page_content]  # the 50th store: row 51
     assert row_50.metadata["row_start"] <= 51 <= row_50.metadata["row_end"]
     texts = [d.page_content for d in docs]
@@ -549,14 +555,7 @@ def test_a_long_csv_is_cut_into_row_ranges_that_each_repeat_the_header(
         records.append(sep.join([f"A{n:03d}", f"客户{n}", note]))
     docs = load_file(_write(tmp_path, name, "\n".join(records) + "\n"))
     assert len(docs) > 5
-    expected_start = 2
-    for doc in docs:  # contiguous record numbers, every row labelled by its column
-        assert doc.metadata["row_start"] == expected_start
-        lines = doc.page_content.splitlines()
-        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
-        assert all(re.match(r"编号: A\d{3}; 客户: 客户\d+; 备注: ", line) for line in lines)
-        expected_start = doc.metadata["row_end"] + 1
-    assert expected_start == 202
+    assert contiguous_rows(docs, 2, r"编号: A\d{3}; 客户: 客户\d+; 备注: ") == 202
     (late,) = [d for d in docs if "编号: A150;" in d.page_content]
     assert late.metadata["row_start"] <= 151 <= late.metadata["row_end"]  # record 151, line 152
 
@@ -1020,14 +1019,7 @@ def test_a_long_sheet_is_cut_into_row_ranges_that_each_repeat_the_header(tmp_pat
     docs = load_file(two_sheet_workbook(tmp_path / "long.xlsx", rows=200))
     prices = [d for d in docs if d.metadata["sheet"] == "价格"]
     assert len(prices) > 5
-    expected_start = 3
-    for doc in prices:  # contiguous, in order, every row labelled by its column
-        assert doc.metadata["row_start"] == expected_start
-        lines = doc.page_content.splitlines()
-        assert len(lines) == doc.metadata["row_end"] - doc.metadata["row_start"] + 1
-        assert all(line.startswith("产品: 龙井") and "单价（元）: " in line for line in lines)
-        expected_start = doc.metadata["row_end"] + 1
-    assert expected_start == 203
+    assert contiguous_rows(prices, 3, r"产品: 龙井\d+号; 单价（元）: ") == 203
 
 
 def test_a_damaged_workbook_is_a_clear_error(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 from chinese_mixtral_rag.documents import ocr
+from chinese_mixtral_rag.documents.cleaning import join_broken_lines
 from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.loaders.base import Extracted, brief
 from chinese_mixtral_rag.errors import DocumentError
@@ -72,7 +73,7 @@ def load_image(data: bytes, limits: FileLimits) -> Extracted:
         metadata: dict[str, Any] = {"page": index + 1} if frames > 1 else {}
         if read.confidence is not None:
             metadata["ocr_confidence"] = read.confidence
-        parts.append((read.text, metadata))
+        parts.append((join_broken_lines(read.text), metadata))  # as PDF lines are
     return Extracted(
         parts=parts,
         notes=notes,
