@@ -5,7 +5,8 @@ still able to overflow a small window. Here the material fills exactly what is l
 after the instructions, the history, the question and the answer's ``max_new_tokens``:
 
 * when every candidate document fits whole, the documents go in whole ("whole-document mode":
-  questions over entire files, nothing lost to retrieval);
+  questions over entire files, nothing lost to retrieval), numbered page by page (section by
+  section), so a citation names the page it rests on;
 * otherwise retrieved chunks are taken best first while they fit, then chunks that are neighbours
   in their file are merged back into continuous passages (their overlap removed), grouped by file
   and in file order; a passage stays within one sheet or table, so its rows cite as one range;
@@ -119,11 +120,20 @@ def _place(meta: Mapping[str, Any]) -> tuple[object, object]:
     return meta.get("sheet"), meta.get("table")
 
 
-def merge_chunks(chunks: Sequence[Document]) -> list[Passage]:
+def _part(meta: Mapping[str, Any]) -> tuple[object, ...]:
+    """The page and section a chunk lies in (with its sheet or table)."""
+    return meta.get("page"), meta.get("heading"), *_place(meta)
+
+
+def merge_chunks(chunks: Sequence[Document], *, by_part: bool = False) -> list[Passage]:
     """Merge chunks of files into continuous passages: chunks of one file with consecutive
     ``chunk_index`` become one passage, the overlap between them taken once (from the
     ``start_index``/``end_index`` offsets). Files by name, passages of a file in file order:
-    the same material always renders the same, so prompts over it share their prefix."""
+    the same material always renders the same, so prompts over it share their prefix.
+
+    ``by_part``: a passage also ends where the page or the section (heading) changes, so that a
+    whole file in the prompt is numbered page by page and ``[n]`` names a page, not "p. 1-31"."""
+    boundary = _part if by_part else _place
     by_source: dict[str, list[Document]] = {}
     for chunk in chunks:
         by_source.setdefault(str(chunk.metadata.get("source", "")), []).append(chunk)
@@ -138,7 +148,7 @@ def merge_chunks(chunks: Sequence[Document]) -> list[Passage]:
             if run and (
                 int(chunk.metadata.get("chunk_index", 0))
                 != int(run[-1].metadata.get("chunk_index", 0)) + 1
-                or _place(chunk.metadata) != _place(run[-1].metadata)
+                or boundary(chunk.metadata) != boundary(run[-1].metadata)
             ):
                 passages.append(_passage(source, run))
                 run = []
@@ -276,8 +286,8 @@ def _with_rank(hit: Document, rank: int) -> Document:
 def _whole_documents(
     documents: Mapping[str, Sequence[Document]], hits: Sequence[Document]
 ) -> list[Passage]:
-    """Every chunk of the candidate files as passages, carrying the retrieval scores of the
-    chunks that were hits."""
+    """Every chunk of the candidate files as passages, one per page or section, carrying the
+    retrieval scores of the chunks that were hits."""
     scored = {str(h.metadata.get("id", "")): h.metadata for h in hits}
     chunks: list[Document] = []
     for source in documents:
@@ -287,7 +297,7 @@ def _whole_documents(
             chunks.append(
                 Document(page_content=chunk.page_content, metadata={**chunk.metadata, **keep})
             )
-    return merge_chunks(chunks)
+    return merge_chunks(chunks, by_part=True)
 
 
 def _finish(packed: Packed, total: int, base: int, count: Callable[[str], int]) -> Packed:

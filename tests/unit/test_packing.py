@@ -97,8 +97,10 @@ def test_prompt_never_exceeds_the_limit_and_passages_are_whole_chunks(
         assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))
     # Whole-document mode exactly when all the candidate files fit.
     if offer_whole:
-        whole = merge_chunks(all_chunks)
+        whole = merge_chunks(all_chunks, by_part=True)
         assert (packed.report.mode == "whole") == (measure(whole) <= limit)
+        if packed.report.mode == "whole":  # one passage per page: [n] names a page
+            assert all(p.page == p.last_page for p in packed.passages)
     else:
         assert packed.report.mode != "whole"
     if packed.report.mode == "passages":
@@ -165,6 +167,23 @@ def test_whole_files_go_in_when_they_fit_and_neighbours_merge_otherwise() -> Non
     assert merged.text in text
     assert chunks[3].page_content in merged.text
     assert chunks[4].page_content in merged.text
+
+
+def test_a_whole_file_is_numbered_page_by_page() -> None:
+    """A 31-page file packed whole gives a passage per page, so ``[n]`` cites "第 3 页", never
+    "p. 1-31"; the pages together are the whole text, in order."""
+    pages = [f"第{n}页。" + "。".join(f"第{n}页第{k}句话" for k in range(12)) for n in range(1, 32)]
+    chunks = chunk_file("宪法.pdf", pages, 40, 8)
+    packed = pack(
+        chunks[:2],
+        limit=100_000,
+        measure=measure_for("问题", []),
+        count=APPROX.count,
+        documents={"宪法.pdf": chunks},
+    )
+    assert packed.report.mode == "whole"
+    assert [p.pages for p in packed.passages] == [str(n) for n in range(1, 32)]
+    assert [p.text for p in packed.passages] == pages
 
 
 def test_a_prompt_without_room_is_a_clear_error() -> None:
