@@ -414,11 +414,21 @@ class _VectorStage:
             self._wake.set()
 
     def finish(self) -> None:
-        """Wait until every pending vector is computed (re-raises what stopped the thread)."""
+        """Wait until every pending vector is computed (re-raises what stopped the thread).
+
+        Whatever the thread left (it stops when a read finds nothing pending after the last
+        write) is embedded here before the marker goes: an ingest never returns with a chunk
+        that dense search cannot find."""
         self.__exit__()
         if self.error is not None:
             raise self.error
-        self.kb.finish_vectors()
+        while not self.kb.finish_vectors():
+            done = self.kb.embed_pending(self.batch)
+            if not done.chunks:
+                break  # pending by its flag yet not readable as pending: the next run tries
+            logger.warning("%d chunks were left without vectors by the vector stage", done.chunks)
+            self.report.chunks_vectorised += done.chunks
+            self.report.chunks_embedded += done.embedded
 
     def _work(self) -> None:
         try:

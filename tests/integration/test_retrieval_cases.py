@@ -127,6 +127,12 @@ def ingested(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Ingest
     report = ingest(corpus.folder, kb, ChunkingSpec(embedding_path=info.path), workers=0)
     seconds = time.perf_counter() - started
     assert not report.failures, report.failures
+    # Every chunk has its real vector when ingest returns (a chunk left with its placeholder is
+    # found by BM25 only, and reads below as a dense-side miss).
+    stored = kb.collection.get(include=["embeddings"])
+    without = [i for i, v in zip(stored["ids"], stored["embeddings"], strict=True) if not any(v)]
+    assert not without, f"chunks without vectors: {without}"
+    assert not kb.vectors_pending()
     return Ingested(kb, seconds)
 
 
