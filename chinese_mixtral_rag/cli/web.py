@@ -27,5 +27,8 @@ def run(args: argparse.Namespace) -> int:
             raise ChineseMixtralError("--auth takes user:password, e.g. --auth alice:s3cret")
         auth = (user, password)
     app = WebApp(settings_from(args), lang=args.lang)
+    app.load_model()
+    if app.model_error:  # at start, not at the first question
+        raise ChineseMixtralError(app.model_error)
     launch(app, host=args.host, port=args.port, auth=auth)
     return 0

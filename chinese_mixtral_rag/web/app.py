@@ -91,8 +91,31 @@ class WebApp:
         self.lang = lang if lang in TEXT else "zh"
         self.text = TEXT[self.lang]
         self.modes = MODES[self.lang]
+        self.model_error = ""
+        """Why the configured model could not be loaded ("" when it was, or none is set)."""
         self.chat = chat if chat is not None else self._configured_chat()
         self.follower: Any = None
+
+    def load_model(self) -> None:
+        """Load the model now, not at the first question: a wrong path or a broken file is
+        found at start (``model_error``, and search-only mode) instead of after a question."""
+        if self.chat is None:
+            return
+        try:
+            self.chat.get_backend()
+        except ChineseMixtralError as exc:
+            self.model_error, self.chat = str(exc), None
+
+    def model_line(self) -> str:
+        """The header's line about the model: its file, backend and window; "" without one."""
+        if self.chat is None:
+            return ""
+        backend = self.chat.get_backend()
+        return self.text["model_line"].format(
+            name=as_text(self.chat.model_name),
+            backend=self.chat.resolved_backend(),
+            window=backend.context_length,
+        )
 
     def _configured_chat(self) -> Any:
         if not (self.settings.model_path or self.settings.model or self.settings.openai_base_url):

@@ -7,6 +7,8 @@ TEXT: dict[str, dict[str, str]] = {
         "title": "中文 Mixtral 文档问答",
         "no_model": "**未配置模型：仅检索模式。** 设置 `CMR_MODEL_PATH` 为 Chinese-Mixtral 的 "
         "GGUF 文件或 Hugging Face 模型目录（或用 `cmrag web --model-path ...` 启动）即可获得回答。",
+        "model_line": "模型：`{name}`（{backend}，上下文窗口 {window:,} tokens）",
+        "bad_model": "**模型无法加载，现为仅检索模式：** {reason}",
         "kb": "知识库",
         "new_kb": "新建知识库（名称）",
         "create": "创建",
@@ -62,6 +64,8 @@ TEXT: dict[str, dict[str, str]] = {
         "no_model": "**No model configured: search-only mode.** Set `CMR_MODEL_PATH` to a "
         "Chinese-Mixtral GGUF file or Hugging Face checkpoint directory (or start with "
         "`cmrag web --model-path ...`) to get answers.",
+        "model_line": "Model: `{name}` ({backend}, context window {window:,} tokens)",
+        "bad_model": "**The model could not be loaded; search-only mode:** {reason}",
         "kb": "Knowledge base",
         "new_kb": "New knowledge base (name)",
         "create": "Create",

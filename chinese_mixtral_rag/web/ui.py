@@ -24,6 +24,7 @@ def build_app(app: WebApp | None = None) -> Any:
     import gradio as gr
 
     web = app or WebApp()
+    web.load_model()
     PROGRESS = gr.Progress()
     text = web.text
     labels = [label for label, _, _ in web.modes.values()]
@@ -69,7 +70,17 @@ def build_app(app: WebApp | None = None) -> Any:
 
     with gr.Blocks(title=text["title"], analytics_enabled=False) as demo:
         gr.Markdown(f"## {text['title']}")
-        gr.Markdown(text["no_model"], visible=web.chat is None, elem_id="no-model-banner")
+        gr.Markdown(web.model_line(), visible=web.chat is not None, elem_id="model-line")
+        gr.Markdown(
+            text["bad_model"].format(reason=as_text(web.model_error)),
+            visible=bool(web.model_error),
+            elem_id="bad-model-banner",
+        )
+        gr.Markdown(
+            text["no_model"],
+            visible=web.chat is None and not web.model_error,
+            elem_id="no-model-banner",
+        )
         conversation = gr.State(Conversation())
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):

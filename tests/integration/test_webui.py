@@ -213,3 +213,45 @@ def test_auth_keeps_strangers_out(tmp_path: Path, tiny_embedder: Path) -> None:
         assert "/ask" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     finally:
         demo.close()
+
+
+def test_the_page_names_its_model_and_a_bad_model_fails_at_start(
+    tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path
+) -> None:
+    """The header says which model file, backend and window answer; a model path that does not
+    load is found at start: the page says why (search-only), ``cmrag web`` refuses to start."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
+    store = {"persist_dir": tmp_path / "store", "embedding_model": str(tiny_embedder)}
+    good = WebApp(Settings(**store, model_path=str(tiny_model.gguf_path), n_ctx=4096))
+    good.load_model()
+    assert good.model_line() == (
+        f"模型：`{tiny_model.gguf_path.name}`（llama_cpp，上下文窗口 4,096 tokens）"
+    )
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))
+    bad = WebApp(Settings(**store, model_path=str(broken)))
+    port = free_port()
+    demo = launch(bad, port=port, block=False)
+    try:
+        page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=30).text
+    finally:
+        demo.close()
+    assert bad.chat is None
+    assert "damaged GGUF file" in bad.model_error
+    assert "模型无法加载，现为仅检索模式" in page
+    assert "damaged GGUF file" in page
+    started = subprocess.run(
+        [sys.executable, "-m", "chinese_mixtral_rag", "web", "--model-path", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CMR_PERSIST_DIR": str(tmp_path / "store")},
+    )
+    assert started.returncode != 0
+    assert "damaged GGUF file" in started.stderr
