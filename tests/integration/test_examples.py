@@ -1,9 +1,18 @@
 """The sample documents in examples/docs go through the real ingest path and each example
-question of examples/README.md finds its own file first."""
+question of examples/README.md finds its own file first; the example scripts in examples/ run as
+a user runs them (``python examples/X.py``), with the tiny models.
+
+The tiny models write gibberish, so the script tests check what does not depend on the weights:
+exit status, numbered sources and which file ranks first, chunk and token counts, one answer
+per input."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +24,8 @@ from chinese_mixtral_rag.testing.stores import ingest_with_tiny_models
 
 pytest.importorskip("chromadb", reason="needs the rag extra")
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "docs"
+SCRIPTS = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = SCRIPTS / "docs"
 FILES = {
     "公司差旅报销制度.docx",
     "混合专家模型简介.md",
@@ -74,3 +84,71 @@ def test_example_question_finds_its_file(
     hits = HybridRetriever(kb=examples).invoke(question)
     assert hits[0].metadata["source"] == expected
     assert any(answer in hit.page_content for hit in hits[:3])  # the answer is near the top
+
+
+# -- the example scripts ----------------------------------------------------------------------
+
+
+def script_env(tiny_model: TinyModel, tiny_embedder: Path, persist_dir: Path) -> dict[str, str]:
+    """The environment a user would set, pointing at the tiny models and a store in tmp."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMR_")}
+    env.update(
+        CMR_MODEL_PATH=str(tiny_model.gguf_path),
+        CMR_N_CTX="4096",
+        CMR_MAX_TOKENS="16",
+        CMR_TEMPERATURE="0",
+        CMR_EMBEDDING_MODEL=str(tiny_embedder),
+        CMR_PERSIST_DIR=str(persist_dir),
+        CMR_INGEST_WORKERS="0",  # 5 small files: worker processes would cost more than they save
+    )
+    return env
+
+
+def run_script(
+    script: str, env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python examples/<script> args...`` from the repository root; asserts exit status 0."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args],
+        cwd=SCRIPTS.parent,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture
+def model_env(tiny_model: TinyModel, tiny_embedder: Path, tmp_path: Path) -> dict[str, str]:
+    pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
+    return script_env(tiny_model, tiny_embedder, tmp_path / "store")
+
+
+def test_chat_streaming_prints_chunks_and_usage(model_env: dict[str, str]) -> None:
+    out = run_script("chat_streaming.py", model_env).stdout
+    usage = re.findall(
+        r"^\[(\w+)\] (?:(\d+) chunks, )?usage: "
+        r"input_tokens=(\d+) output_tokens=(\d+) total_tokens=(\d+)$",
+        out,
+        re.MULTILINE,
+    )
+    assert [u[0] for u in usage] == ["invoke", "stream", "astream"], out
+    for _, _, prompt, answer, total in usage:
+        assert int(prompt) > 0
+        assert 0 < int(answer) <= 16  # CMR_MAX_TOKENS
+        assert int(total) == int(prompt) + int(answer)
+    assert len({u[2] for u in usage}) == 1  # the same prompt, counted the same three ways
+    assert int(usage[1][1]) > 1  # stream printed the reply piece by piece
+    assert int(usage[2][1]) > 1  # astream too
+    assert re.search(r"^\[invoke\] finish_reason: (stop|length)$", out, re.MULTILINE)
+
+
+def test_lcel_chain_batch_answers_each_input(model_env: dict[str, str]) -> None:
+    lines = run_script("lcel_chain.py", model_env).stdout.splitlines()
+    asked = [i for i, line in enumerate(lines) if re.match(r"\[\d/3\] ", line)]
+    assert [lines[i][:5] for i in asked] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert all(lines[i + 1].startswith("答：") for i in asked)  # one answer per input, in order
+    assert any(line.startswith("[stream] ") for line in lines)
