@@ -121,6 +121,15 @@ def run_script(
     return done
 
 
+SOURCE_LINE = re.compile(r"^[ *]?\[(\d+)\] (\S+)(.*)\(相关度 (\d\.\d\d)\)", re.MULTILINE)
+
+
+def sources_after(text: str) -> list[tuple[int, str, float]]:
+    """The numbered sources a script printed under 来源：, up to the next question."""
+    section = text.split("来源：", 1)[1].split("\n问：", 1)[0]
+    return [(int(n), name, float(rel)) for n, name, _, rel in SOURCE_LINE.findall(section)]
+
+
 @pytest.fixture
 def model_env(tiny_model: TinyModel, tiny_embedder: Path, tmp_path: Path) -> dict[str, str]:
     pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
@@ -152,3 +161,32 @@ def test_lcel_chain_batch_answers_each_input(model_env: dict[str, str]) -> None:
     assert [lines[i][:5] for i in asked] == ["[1/3]", "[2/3]", "[3/3]"]
     assert all(lines[i + 1].startswith("答：") for i in asked)  # one answer per input, in order
     assert any(line.startswith("[stream] ") for line in lines)
+
+
+def test_qa_with_sources_cites_the_expected_file(
+    examples: KnowledgeBase, model_env: dict[str, str]
+) -> None:
+    env = {**model_env, "CMR_PERSIST_DIR": str(examples.persist_dir)}
+    question, expected, _ = QUESTIONS[0]  # the script's default question
+    out = run_script("qa_with_sources.py", env, "--question", question).stdout
+    assert f"问：{question}" in out
+    first = sources_after(out)
+    assert [n for n, _, _ in first] == list(range(1, len(first) + 1))  # numbered 1, 2, ...
+    assert max(first, key=lambda s: s[2])[1] == expected  # the most relevant passage
+    follow_up = out.split("问：那二线城市呢？", 1)[1]  # the follow-up ran, with history
+    assert "检索用：" in follow_up
+    assert "来源：" in follow_up or "没有找到" in follow_up
+
+
+def test_retriever_chain_is_a_langchain_retriever(
+    examples: KnowledgeBase, model_env: dict[str, str]
+) -> None:
+    env = {**model_env, "CMR_PERSIST_DIR": str(examples.persist_dir)}
+    out = run_script("retriever_chain.py", env).stdout  # default question: the tea one
+    assert "HybridRetriever is a BaseRetriever: True" in out
+    ranked = re.findall(r"^#(\d) (\S+)  \(相关度 \d\.\d\d\)$", out, re.MULTILINE)
+    assert ranked[0] == ("1", "西湖龙井茶.txt")
+    assert len(ranked) == 4  # k=4
+    cited = re.findall(r"^\[(\d)\] (\S+)$", out.split("来源：", 1)[1], re.MULTILINE)
+    assert cited == ranked  # the chain's sources are the retriever's documents
+    assert "答：" in out
