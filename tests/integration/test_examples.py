@@ -190,3 +190,50 @@ def test_retriever_chain_is_a_langchain_retriever(
     cited = re.findall(r"^\[(\d)\] (\S+)$", out.split("来源：", 1)[1], re.MULTILINE)
     assert cited == ranked  # the chain's sources are the retriever's documents
     assert "答：" in out
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_ingest_and_ask_search_only_needs_no_model(
+    tiny_model: TinyModel, tiny_embedder: Path, tmp_path: Path
+) -> None:
+    env = script_env(tiny_model, tiny_embedder, tmp_path / "unused")
+    del env["CMR_MODEL_PATH"]  # no model at all: chunks sized by the approximation
+    before = snapshot(EXAMPLES)
+    questions = [q for q, _, _ in QUESTIONS]
+    store = tmp_path / "kb"
+    out = run_script(
+        "ingest_and_ask.py", env, "--search-only", "--persist-dir", str(store), *questions
+    ).stdout
+    assert re.search(r"files added\s*│\s*5\b", out), out  # ingest's summary table
+    assert snapshot(EXAMPLES) == before  # nothing written into the docs folder
+    assert (store / "lexical").is_dir()  # the store went where it was told
+    assert not (tmp_path / "unused").exists()
+    sections = out.split("\n问：")[1:]
+    assert len(sections) == len(QUESTIONS)
+    for section, (question, expected, _) in zip(sections, QUESTIONS, strict=True):
+        assert section.startswith(question)
+        assert "答：" not in section  # search only: passages, no answer
+        hits = sources_after(section)
+        assert [n for n, _, _ in hits] == [1, 2, 3, 4, 5]
+        assert hits[0][1] == expected, section
+
+
+def test_ingest_and_ask_answers_at_the_prompt(
+    examples: KnowledgeBase, model_env: dict[str, str]
+) -> None:
+    # The knowledge base the fixture ingested from a copy of examples/docs: the same files, so
+    # ingest finds them all unchanged, and the questions come from standard input.
+    env = {**model_env, "CMR_PERSIST_DIR": str(examples.persist_dir)}
+    typed = "冲泡西湖龙井茶用多少度的水合适？\n那保存呢？\n"
+    out = run_script("ingest_and_ask.py", env, stdin=typed).stdout
+    assert re.search(r"files unchanged\s*│\s*5\b", out), out
+    assert re.search(r"chunks written\s*│\s*0\b", out), out
+    assert out.count("问题（直接回车退出）> ") == 3  # two questions, then end of input
+    answers = out.split("答：")[1:]
+    assert len(answers) == 2
+    tea = sources_after(answers[0])
+    assert tea
+    assert max(tea, key=lambda s: s[2])[1] == "西湖龙井茶.txt"
