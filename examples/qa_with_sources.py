@@ -69,6 +69,10 @@ def main() -> None:
         print(event.get("answer", ""), end="", flush=True)
         result = event if result is None else result + event  # dict chunks add up
     show(result)
+    if not result["sources"]:
+        print(
+            f"（知识库为空？先运行 python -m ingest examples/docs --collection {args.collection}）"
+        )
 
     # invoke with history: earlier turns as (question, answer) pairs (or LangChain messages).
     # The follow-up is rewritten into a standalone search query before retrieval.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
@@ -58,6 +59,10 @@ def main() -> None:
 
     # Settings() reads CMR_PERSIST_DIR, CMR_EMBEDDING_MODEL ...: the store that ingest filled.
     kb = open_knowledge_base(Settings(), args.collection)
+    if not kb.exists():
+        sys.exit(
+            f"No knowledge base {kb.name!r}: python -m ingest examples/docs --collection {kb.name}"
+        )
     retriever = HybridRetriever(kb=kb, k=4)
     print(f"HybridRetriever is a BaseRetriever: {isinstance(retriever, BaseRetriever)}")
 
