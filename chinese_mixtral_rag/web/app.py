@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ class Conversation:
 
     messages: list[dict[str, str]] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)
+    answering: bool = False
+    """An answer is being streamed into the last message (Stop marks it as stopped)."""
 
 
 #: What can start markup in a line of text: code, emphasis, links and images (HTML is escaped
@@ -81,6 +84,10 @@ def source_cards(sources: Sequence[Any], text: dict[str, str], cited: Sequence[i
             f"{source.relevance:.2f}</span><p>{html.escape(source.text)}</p></div>"
         )
     return "<div class='sources'>" + "".join(cards) + "</div>"
+
+
+#: Seconds between redraws of a streaming answer.
+STREAM_INTERVAL = 0.1
 
 
 class WebApp:
@@ -278,18 +285,26 @@ class WebApp:
         messages = [
             *conversation.messages,
             {"role": "user", "content": as_text(shown)},
-            {"role": "assistant", "content": ""},
+            {"role": "assistant", "content": f"*{text['stage_search']}*"},
         ]
+        # The question shows at once, with what is happening until the answer's first words.
+        yield Conversation(list(messages), conversation.history, answering=True), "", ""
         answer = ""
         sources: list[Any] = []
         cited: list[int] = []
         budget = ""
         notice = ""
+        stage = text["stage_search"]
+        cards = ""
+        shown_at = 0.0
         for event in qa.stream(request):
+            changed = not ("answer" in event and len(event) == 1)
             if event.get("index_stale"):
                 notice = self.index_notice(collection)
             if "report" in event and event["report"] is not None:
                 budget = self._budget(event["report"])
+                material = event["report"].material_tokens
+                stage = text["stage_read"].format(material=material) if material else stage
             if notice and notice not in budget:
                 budget = f"{budget}\n\n{notice}".strip()
             if "answer" in event:
@@ -298,24 +313,57 @@ class WebApp:
                 sources = list(event["sources"])
             if "cited" in event:
                 cited = list(event["cited"])
-            if mode == "search" and sources:
-                shown_answer = "\n".join(
-                    f"[{s.n}] {as_text(s.source)}"
-                    + (f" {place}" if (place := where(s, text)) else "")
-                    for s in sources
-                )
-            else:
-                shown_answer = as_answer(answer)
+            if changed:
+                cards = source_cards(sources, text, cited)
+            now = time.monotonic()
+            if not changed and now - shown_at < STREAM_INTERVAL:
+                continue  # a redraw per token freezes the page on long answers: ~10 a second
+            shown_at = now
             messages[-1] = {
                 "role": "assistant",
-                "content": link_citations(shown_answer, len(sources)),
+                "content": self._shown(mode, answer, sources, stage),
             }
-            current = Conversation(messages=list(messages), history=conversation.history)
-            yield current, source_cards(sources, text, cited), budget
+            yield Conversation(list(messages), conversation.history, answering=True), cards, budget
+        final = self._shown(mode, answer, sources, stage, final=True)
+        messages[-1] = {"role": "assistant", "content": final}
         history = conversation.history
         if mode in {"qa", "chat"} and question:
             history = [*history, (question, answer)]
         yield Conversation(messages, history), source_cards(sources, text, cited), budget
+
+    def _shown(
+        self, mode: str, answer: str, sources: Sequence[Any], stage: str, final: bool = False
+    ) -> str:
+        """The assistant's message so far: the stage until the answer starts ("检索中…", "读入
+        26,156 tokens 资料…"), then the answer with its markers linked to the cards and "生成中…"
+        under it until it ends (search mode: the list of passages)."""
+        text = self.text
+        if mode == "search" and sources:
+            return link_citations(
+                "\n".join(
+                    f"[{s.n}] {as_text(s.source)}"
+                    + (f" {place}" if (place := where(s, text)) else "")
+                    for s in sources
+                ),
+                len(sources),
+            )
+        if not answer:
+            return "" if final else f"*{stage}*"
+        shown = link_citations(as_answer(answer), len(sources))
+        return shown if final else f"{shown}\n\n*{text['stage_generate']}*"
+
+    def stopped(self, conversation: Conversation) -> Conversation:
+        """The conversation after Stop: the partial answer kept and marked as stopped."""
+        messages = list(conversation.messages)
+        if conversation.answering and messages and messages[-1]["role"] == "assistant":
+            content = messages[-1]["content"]
+            generating = f"\n\n*{self.text['stage_generate']}*"
+            if content.endswith(generating):
+                content = content[: -len(generating)]
+            elif content.startswith("*") and content.endswith("…*"):
+                content = ""  # stopped before the first word: no stage line left behind
+            messages[-1] = {"role": "assistant", "content": content + self.text["stopped"]}
+        return Conversation(messages, conversation.history)
 
     def _mode(self, label: str) -> tuple[str, bool]:
         for shown, mode, needs in self.modes.values():
@@ -327,7 +375,10 @@ class WebApp:
         if report.mode == "empty":
             return ""
         line = self.text["budget"].format(
-            used=report.prompt_tokens, limit=report.limit, material=report.material_tokens
+            used=report.prompt_tokens,
+            limit=report.limit,
+            material=report.material_tokens,
+            share=report.material_tokens / max(report.limit, 1),
         )
         if report.whole_sources:
             line += self.text["whole"].format(names="、".join(map(as_text, report.whole_sources)))

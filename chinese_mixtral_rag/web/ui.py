@@ -248,14 +248,34 @@ def build_app(app: WebApp | None = None) -> Any:
             concurrency_limit=1,
             concurrency_id="model",
         )
-        stop.click(None, None, None, cancels=[asked], api_visibility="private")
+
+        def on_stop(state: Conversation) -> tuple[Any, ...]:
+            stopped = web.stopped(state)
+            return stopped, stopped.messages
+
+        stop.click(
+            on_stop,
+            conversation,
+            [conversation, chatbot],
+            cancels=[asked],
+            api_name="stop",
+            queue=False,  # not behind the answer it stops
+        )
         clear.click(
             on_clear, None, [conversation, chatbot, sources, budget, notice], api_name="clear"
         )
+
+        def on_load(name: str) -> tuple[Any, ...]:
+            """The knowledge-base list read afresh on every page load: one created by the CLI
+            or another tab since the server started is there after a reload."""
+            names = web.collections()
+            current = name if name in names else web.settings.collection
+            return (gr.update(choices=names, value=current), *refresh_and_notice(current))
+
         demo.load(
-            guard(refresh_and_notice, 4),
+            guard(on_load, 5),
             collection,
-            [documents, to_remove, selected, status],
+            [collection, documents, to_remove, selected, status],
             api_visibility="private",
         )
     demo.queue(default_concurrency_limit=4)

@@ -255,3 +255,47 @@ def test_the_page_names_its_model_and_a_bad_model_fails_at_start(
     )
     assert started.returncode != 0
     assert "damaged GGUF file" in started.stderr
+
+
+def test_the_question_shows_at_once_then_stages_and_stop_marks_the_answer(
+    tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path
+) -> None:
+    """Through the app's own stream with the tiny model: the first update already shows the
+    question and "检索中…", the material is announced, the answer streams with "生成中…" under
+    it, the last update is the bare answer, and Stop keeps a partial answer marked "（已停止）"."""
+    from chinese_mixtral_rag.web.app import Conversation
+
+    pytest.importorskip("llama_cpp", reason="needs the llama-cpp extra")
+    settings = Settings(
+        persist_dir=tmp_path / "store",
+        embedding_model=str(tiny_embedder),
+        collection="stages",
+        model_path=str(tiny_model.gguf_path),
+        n_ctx=4096,
+        temperature=0.0,
+    )
+    web = WebApp(settings)
+    (tmp_path / "居住权.txt").write_text(RESIDENCE, encoding="utf-8")
+    (tmp_path / "龙井.md").write_text(f"# 龙井\n\n{TEA}", encoding="utf-8")
+    files = [str(tmp_path / "居住权.txt"), str(tmp_path / "龙井.md")]
+    message, _ = web.ingest_files(files, "stages")
+    assert "新增 2" in message, message
+    updates = list(
+        web.answer(
+            "居住权可以继承吗？", Conversation(), "知识库问答", [], "stages", 0.0, 64, 8, False
+        )
+    )
+    first = updates[0][0].messages
+    assert [m["content"] for m in first] == ["居住权可以继承吗？", "*检索中…*"]
+    shown = [u[0].messages[-1]["content"] for u in updates]
+    assert any(s.startswith("*读入 ") and s.endswith(" tokens 资料…*") for s in shown), shown[:4]
+    streaming = [s for s in shown if s.endswith("\n\n*生成中…*")]
+    assert streaming, shown
+    last = updates[-1][0]
+    assert not last.answering
+    assert "生成中" not in last.messages[-1]["content"]
+    assert "占窗口" in updates[-1][2]
+    partial = next(u[0] for u in updates if u[0].messages[-1]["content"] == streaming[0])
+    stopped = web.stopped(partial).messages[-1]["content"]
+    assert stopped == streaming[0].removesuffix("\n\n*生成中…*") + "（已停止）"
+    assert web.stopped(last).messages == last.messages  # Stop after the end changes nothing
