@@ -14,7 +14,7 @@ from chinese_mixtral_rag.cli.flags import add_model_flags, settings_from, words_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", nargs="+", help="the question ('-' reads standard input)")
-    parser.add_argument("--collection", help="knowledge base to ask [CMR_COLLECTION]")
+    parser.add_argument("--collection", help="knowledge base to ask (name or id)")
     parser.add_argument(
         "--source",
         action="append",
