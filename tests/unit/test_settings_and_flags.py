@@ -89,7 +89,7 @@ def test_a_refused_setting_is_named_by_its_flag_or_variable(
     error = capsys.readouterr().err
     assert error == "error: --chunk-size 10: Input should be greater than or equal to 32.\n"
     monkeypatch.setenv("CMR_RETRIEVE_K", "0")
-    assert main(["ask", "问题"]) == 2
+    assert main(["ask", "--mode", "search", "问题"]) == 2
     error = capsys.readouterr().err
     assert error == "error: CMR_RETRIEVE_K=0: Input should be greater than or equal to 1.\n"
 
@@ -98,7 +98,7 @@ def test_a_refused_setting_is_named_by_its_flag_or_variable(
     ("argv", "hint"),
     [
         (["ask", "--colection", "docs", "问题"], "did you mean --collection?"),
-        (["ingest", "--follow-simlinks"], "did you mean --follow-symlinks?"),
+        (["ask", "--mode", "serch", "问题"], "did you mean 'search'?"),
         (["ak", "问题"], "did you mean 'ask'?"),
         (["eval", "qa", "--dataset", "d.json", "--min-relevence", "0.2"], "--min-relevance?"),
         (["ingest", "--lst"], "did you mean --list?"),
