@@ -35,6 +35,7 @@ COMMANDS = {
     "ingest": ("ingest", "ingest a folder of documents (also: python -m ingest)"),
     "eval": ("eval", "retrieval recall/MRR or QA exact match/F1 on a dataset (CMRC, LongBench)"),
     "ask": ("ask", "answer a question from a knowledge base, citing its sources"),
+    "kb": ("kb", "list, create, rename or delete knowledge bases"),
     "web": ("web", "open the web app (Gradio) on http://127.0.0.1:7860"),
     "serve": ("serve", "serve the OpenAI-compatible QA API on http://127.0.0.1:8000"),
     "download": ("download", "download a Chinese-Mixtral GGUF or checkpoint (HF_ENDPOINT mirrors)"),

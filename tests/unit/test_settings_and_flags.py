@@ -100,6 +100,7 @@ def test_a_refused_setting_is_named_by_its_flag_or_variable(
         (["ask", "--colection", "docs", "问题"], "did you mean --collection?"),
         (["ask", "--mode", "serch", "问题"], "did you mean 'search'?"),
         (["ak", "问题"], "did you mean 'ask'?"),
+        (["kb", "delte", "合同"], "did you mean 'delete'?"),
         (["eval", "qa", "--dataset", "d.json", "--min-relevence", "0.2"], "--min-relevance?"),
         (["ingest", "--lst"], "did you mean --list?"),
     ],
