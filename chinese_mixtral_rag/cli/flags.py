@@ -121,9 +121,8 @@ def shown_default(action: argparse.Action) -> str:
     when it has no default), the default of any other flag that has one, else ""."""
     if not action.option_strings or action.default is argparse.SUPPRESS:
         return ""
-    if action.default is not None:
-        plain = action.default not in (False, [], ()) and not isinstance(action.default, bool)
-        if not plain:
+    if action.default is not None:  # the flag's own default; switches and empty lists: none
+        if isinstance(action.default, bool) or action.default in ([], ()):
             return ""
         if isinstance(action.default, tuple | list):
             return ",".join(map(str, action.default))
