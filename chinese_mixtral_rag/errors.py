@@ -11,6 +11,10 @@ class ChineseMixtralError(Exception):
     """Base class of every error raised by this package."""
 
 
+class SettingsError(ChineseMixtralError, ValueError):
+    """A setting has a value it cannot take (a ``CMR_*`` variable, a keyword, a flag)."""
+
+
 class ModelLoadError(ChineseMixtralError):
     """A model file or checkpoint is missing, corrupt, or of an unsupported kind."""
 

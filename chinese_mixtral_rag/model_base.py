@@ -17,7 +17,7 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from pydantic import Field, PrivateAttr, model_validator
 
-from chinese_mixtral_rag.backends import Backend, TextBackend, load_backend
+from chinese_mixtral_rag.backends import Backend, TextBackend, check_model, load_backend
 from chinese_mixtral_rag.backends.base import TextRequest, is_text_backend
 from chinese_mixtral_rag.backends.generation import Completion, stream_text
 from chinese_mixtral_rag.backends.options import ModelOptions
@@ -90,6 +90,12 @@ class ChineseMixtralBase(ModelOptions):
                     self.resolved_backend(), self.model_source(), **self.load_options()
                 )
         return self._backend
+
+    def check(self) -> None:
+        """Raise now the error the first answer would raise on loading the model, without
+        loading its weights (see :func:`~chinese_mixtral_rag.backends.check_model`)."""
+        if self._backend is None and self.client is None:
+            check_model(self.resolved_backend(), self.model_source(), **self.load_options())
 
     @property
     def model_name(self) -> str:

@@ -22,7 +22,14 @@ from chinese_mixtral_rag.backends.base import Backend, SamplingParams, TextBacke
 if TYPE_CHECKING:  # the options need pydantic: not worth importing for a type name
     from chinese_mixtral_rag.backends.options import BackendName
 
-__all__ = ["Backend", "SamplingParams", "TextBackend", "clear_cache", "load_backend"]
+__all__ = [
+    "Backend",
+    "SamplingParams",
+    "TextBackend",
+    "check_model",
+    "clear_cache",
+    "load_backend",
+]
 
 _cache: dict[Hashable, Backend | TextBackend] = {}
 _cache_lock = threading.Lock()
@@ -74,6 +81,23 @@ def load_backend(name: BackendName, source: str, **options: Any) -> Backend | Te
         with _cache_lock:
             _cache[key] = backend
         return backend
+
+
+def check_model(name: BackendName, source: str, **options: Any) -> None:
+    """Raise the error loading ``source`` on backend ``name`` would raise, without loading its
+    weights (seconds, not minutes): a missing, damaged or foreign model file, a tokenizer that
+    cannot be read. A model server is reached (that loads nothing here). For work that would
+    run long before the model is first used (``cmrag eval qa`` ingests a corpus first)."""
+    if name == "llama_cpp":
+        from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
+
+        LlamaCppBackend.check(source)
+    elif name == "transformers":
+        from chinese_mixtral_rag.backends.transformers import TransformersBackend
+
+        TransformersBackend.check(source)
+    else:
+        load_backend(name, source, **options)
 
 
 def clear_cache() -> None:

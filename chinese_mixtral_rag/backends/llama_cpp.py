@@ -193,6 +193,15 @@ class LlamaCppBackend:
         setattr(llama, "eval", counting_eval)  # noqa: B010 (mypy refuses assigning a method)
 
     @classmethod
+    def check(cls, model_path: str | Path) -> dict[str, Any]:
+        """The GGUF's metadata, read without its weights, once it is known to be a whole GGUF
+        file of an architecture we run (what :meth:`load` would refuse, in milliseconds)."""
+        path = Path(model_path).expanduser()
+        metadata = read_gguf_metadata(path)  # a truncated file fails here: its tensors overrun
+        check_architecture(path, metadata)
+        return metadata
+
+    @classmethod
     def load(
         cls,
         model_path: str | Path,
@@ -213,8 +222,8 @@ class LlamaCppBackend:
         Chinese-Mixtral needs about 4 GB per full 32K-token window (f16 KV cache).
         """
         path = Path(model_path).expanduser()
-        metadata = read_gguf_metadata(path)
-        arch = check_architecture(path, metadata)
+        metadata = cls.check(path)
+        arch = str(metadata["general.architecture"])
         trained = int(metadata.get(f"{arch}.context_length", 0) or 0)
         if n_ctx is not None and trained and n_ctx > trained:
             logger.warning(

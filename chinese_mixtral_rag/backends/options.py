@@ -149,6 +149,11 @@ class ModelOptions(BaseModel):
     logit_bias: dict[int, float] | None = None
     """Added to the logits of these token ids before sampling (e.g. ``{2: -100}`` bans EOS)."""
 
+    def model_configured(self) -> bool:
+        """Whether a model is named at all (a path, a hub id or a server): without one only
+        search works (no loading is tried, so nothing is slow or fails here)."""
+        return bool(self.model_path or self.model or self.openai_base_url)
+
     def resolved_backend(self) -> BackendName:
         return self.backend or infer_backend(self.model_path, self.model, self.openai_base_url)
 

@@ -70,18 +70,10 @@ class TransformersBackend:
         self._pieces = _piece_table(tokenizer)
         self._lock = GenerationLock()
 
-    @classmethod
-    def load(
-        cls,
-        model: str | Path,
-        *,
-        torch_dtype: str = "auto",
-        device_map: str | dict[str, Any] | None = "auto",
-        load_in_4bit: bool = False,
-        load_in_8bit: bool = False,
-        attn_implementation: str | None = None,
-    ) -> TransformersBackend:
-        """Load a checkpoint directory or hub id, checking the architecture first."""
+    @staticmethod
+    def _config_source(model: str | Path) -> str:
+        """Where the checkpoint is (a directory or a hub id), once its config says it is one
+        of the architectures we run."""
         transformers = _import_transformers()
         path = Path(model).expanduser()
         source = str(path) if path.exists() else str(model)
@@ -104,6 +96,37 @@ class TransformersBackend:
                 f"{model!s} is a '{config.model_type}' model; chinese-mixtral-rag runs Mixtral "
                 "(or Mistral/Llama) checkpoints such as hfl/chinese-mixtral-instruct."
             )
+        return source
+
+    @classmethod
+    def check(cls, model: str | Path) -> None:
+        """What :meth:`load` would refuse, found without loading weights: the config (a
+        directory or hub id of a Mixtral-like model), the tokenizer, and weight files present
+        in a local directory."""
+        source = cls._config_source(model)
+        auto_tokenizer(source, local_only=False)
+        path = Path(source)
+        weights = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+        if path.is_dir() and not any(any(path.glob(pattern)) for pattern in weights):
+            raise ModelLoadError(
+                f"{model!s} holds no weights (*.safetensors or *.bin): the download or copy is "
+                "incomplete; download the checkpoint again."
+            )
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        *,
+        torch_dtype: str = "auto",
+        device_map: str | dict[str, Any] | None = "auto",
+        load_in_4bit: bool = False,
+        load_in_8bit: bool = False,
+        attn_implementation: str | None = None,
+    ) -> TransformersBackend:
+        """Load a checkpoint directory or hub id, checking the architecture first."""
+        transformers = _import_transformers()
+        source = cls._config_source(model)
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if device_map is not None:
             kwargs["device_map"] = device_map

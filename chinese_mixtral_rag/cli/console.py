@@ -13,7 +13,7 @@ from chinese_mixtral_rag.documents.pipeline import ProgressHook
 
 if TYPE_CHECKING:
     from chinese_mixtral_rag.documents.pipeline import FileOutcome, IngestReport
-    from chinese_mixtral_rag.store import KnowledgeBase
+    from chinese_mixtral_rag.store import KBInfo, KnowledgeBase
 
 
 class IngestProgress(ProgressHook):
@@ -103,9 +103,11 @@ def print_ingest_report(
     words."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
-    table = Table(title=f"{kb.name}: {report.root}", title_justify="left", show_header=False)
+    title = Text(f"{printable(kb.display_name)}: {report.root}")
+    table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("files", justify="right")
     for status in ("added", "updated", "unchanged", "removed", "failed", "skipped"):
@@ -148,7 +150,9 @@ def print_documents(kb: KnowledgeBase) -> None:
     from rich.text import Text
 
     states = kb.file_states()
-    table = Table(title=f"{kb.name}: {len(states)} documents, {kb.count()} chunks")
+    table = Table(
+        title=Text(f"{printable(kb.display_name)}: {len(states)} documents, {kb.count()} chunks")
+    )
     for column in ("source", "chunks", "title", "ingested", "state"):
         # Names wrap instead of being cut: two long names must never look alike.
         table.add_column(column, justify="right" if column == "chunks" else "left", overflow="fold")
@@ -160,6 +164,29 @@ def print_documents(kb: KnowledgeBase) -> None:
             Text(printable(state.title)),
             state.ingested_at,
             _STATES[state.search_state].format(pending=state.pending),
+        )
+    Console().print(table)
+
+
+def print_knowledge_bases(infos: Sequence[KBInfo], where: str) -> None:
+    """The knowledge bases of a store: name, id (where it differs), files, chunks, made."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    if not infos:
+        print(f"no knowledge bases in {where} yet: ingest documents or run `cmrag kb create`")
+        return
+    table = Table(title=Text(f"{len(infos)} knowledge bases in {where}"), title_justify="left")
+    for column in ("name", "id", "files", "chunks", "created"):
+        table.add_column(column, justify="right" if column in ("files", "chunks") else "left")
+    for info in infos:
+        table.add_row(
+            Text(printable(info.name)),
+            "" if info.id == info.name else info.id,
+            str(info.files),
+            str(info.chunks),
+            info.created.replace("T", " ").removesuffix("+00:00"),
         )
     Console().print(table)
 

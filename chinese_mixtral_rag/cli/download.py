@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--quant",
         metavar="QUANT",
-        help=f"GGUF quantisation [{DEFAULT_QUANT}]; hfl has {', '.join(KNOWN_QUANTS)}",
+        help=f"GGUF quantisation (unset: {DEFAULT_QUANT}); hfl has {', '.join(KNOWN_QUANTS)}",
     )
     what.add_argument("--file", help="this file of the repository instead of one picked by quant")
     what.add_argument(
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--base", action="store_true", help="the base model instead of instruct")
     parser.add_argument("--repo", help="another hub repository (default: hfl's)")
-    parser.add_argument("--revision", default="main", help="branch, tag or commit [main]")
+    parser.add_argument("--revision", default="main", help="branch, tag or commit")
     parser.add_argument("--dir", type=Path, help="where models go [<data dir>/models]")
 
 

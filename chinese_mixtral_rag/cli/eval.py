@@ -50,15 +50,24 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     store = parser.add_argument_group("corpus and store")
     store.add_argument(
-        "--store", type=Path, help="persist dir to keep and reuse (default: a temporary one)"
+        "--store",
+        "--persist-dir",
+        dest="store",
+        type=Path,
+        help="store folder to keep and reuse (default: a temporary one, not CMR_PERSIST_DIR)",
     )
-    store.add_argument("--collection", help="collection name [eval-<dataset file name>]")
+    store.add_argument(  # not CMR_COLLECTION: an evaluation never lands in your knowledge base
+        "--collection",
+        dest="eval_collection",
+        metavar="NAME",
+        help="knowledge base name (default: eval-<dataset file>)",
+    )
     add_chunking_flags(store)
 
 
 def _add_retriever_flags(group: Any, *, full: bool) -> None:
-    group.add_argument("--dense-weight", type=float, help="RRF weight of dense search [1.0]")
-    group.add_argument("--fetch-k", type=int, help="candidates per retriever [50]")
+    group.add_argument("--dense-weight", type=float, help="RRF weight of dense search")
+    group.add_argument("--fetch-k", type=int, help="candidates per retriever")
     group.add_argument("--reranker", help="cross-encoder directory or cached hub id")
     if not full:
         return
@@ -66,11 +75,11 @@ def _add_retriever_flags(group: Any, *, full: bool) -> None:
         "--dense",
         choices=["auto", "always", "never"],
         default="auto",
-        help="dense search: per-query gate (auto), every query, or BM25 only [auto]",
+        help="dense search: per-query gate (auto), every query, or BM25 only",
     )
-    group.add_argument("--lexical-weight", type=float, help="RRF weight of BM25 [1.0]")
-    group.add_argument("--rrf-k", type=int, help="reciprocal-rank constant [20]")
-    group.add_argument("--rerank-top", type=int, help="candidates reranked [30]")
+    group.add_argument("--lexical-weight", type=float, help="RRF weight of BM25")
+    group.add_argument("--rrf-k", type=int, help="reciprocal-rank constant")
+    group.add_argument("--rerank-top", type=int, help="candidates reranked")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,11 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(retrieval)
     _add_retriever_flags(retrieval.add_argument_group("retriever"), full=True)
     retrieval.add_argument(
-        "--k", type=_ks, default=DEFAULT_KS, help="recall cut-offs, comma-separated [1,3,5,10]"
+        "--k", type=_ks, default=DEFAULT_KS, help="recall cut-offs, comma-separated"
     )
-    retrieval.add_argument(
-        "--model-path", help="chat model whose tokenizer counts chunk tokens [CMR_MODEL_PATH]"
-    )
+    retrieval.add_argument("--model-path", help="chat model whose tokenizer counts chunk tokens")
     retrieval.add_argument(
         "--min-relevance",
         dest="refusal_thresholds",
@@ -105,11 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(qa)
     chain = qa.add_argument_group("QA chain (defaults from CMR_* environment variables)")
     _add_retriever_flags(chain, full=False)
-    chain.add_argument("--retrieve-k", type=int, help="chunks offered to the packer [20]")
+    chain.add_argument("--retrieve-k", type=int, help="chunks offered to the packer")
+    chain.add_argument("--min-relevance", type=float, help="below it: 'not found', model not asked")
     chain.add_argument(
-        "--min-relevance", type=float, help="below it: 'not found', model not asked [0.3]"
+        "--context-tokens", type=int, help="most tokens of material (unset: all the window leaves)"
     )
-    chain.add_argument("--context-tokens", type=int, help="most tokens of material [window]")
     qa.add_argument(
         "--restrict",
         choices=["auto", "gold", "none"],
@@ -129,29 +136,20 @@ class _Prepared:
     settings: Settings
 
 
-def _prepare(args: argparse.Namespace, store: Path) -> _Prepared:
-    """Load the dataset, then write and ingest its corpus (with a progress bar)."""
+def _prepare(args: argparse.Namespace, store: Path, settings: Settings) -> _Prepared:
+    """Load the dataset, then write and ingest its corpus (with a progress bar) into the
+    embedded store at ``store`` (never a Chroma server or the CMR_PERSIST_DIR one)."""
     from chinese_mixtral_rag.cli.console import IngestProgress
     from chinese_mixtral_rag.documents.pipeline import ChunkingSpec
     from chinese_mixtral_rag.eval import default_collection, ingest_corpus, load_dataset
-    from chinese_mixtral_rag.store import KnowledgeBase
-    from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
+    from chinese_mixtral_rag.store import open_knowledge_base
 
     if args.limit is not None and args.limit < 1:
         raise EvalError("--limit must be at least 1")
     dataset = load_dataset(args.dataset)
-    settings = settings_from(args)
-    collection = args.collection or default_collection(args.dataset)
-    kb = KnowledgeBase(
-        collection,
-        resolve_embedding_model(
-            settings.embedding_model,
-            base_url=settings.embedding_base_url,
-            api_key=settings.embedding_api_key,
-        ),
-        persist_dir=store,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
+    own = {"persist_dir": store, "chroma_host": None, "lexical_dir": None}
+    kb = open_knowledge_base(
+        settings.model_copy(update=own), args.eval_collection or default_collection(args.dataset)
     )
     spec = ChunkingSpec.for_store(settings, kb)
     for noisy in ("pypdf", "chromadb"):
@@ -161,7 +159,7 @@ def _prepare(args: argparse.Namespace, store: Path) -> _Prepared:
             dataset,
             kb,
             spec,
-            store / "eval-corpora" / collection,
+            store / "eval-corpora" / kb.name,
             workers=settings.ingest_workers,
             progress=progress,
         )
@@ -192,7 +190,7 @@ def _corpus_note(prepared: _Prepared) -> str:
     kb, report = prepared.kb, prepared.report
     return (
         f"{prepared.dataset.name}: {len(prepared.dataset.contexts)} contexts, {kb.count()} chunks "
-        f"in {kb.name!r} ({kb.embedding.name}), ingest {report.seconds:.1f} s "
+        f"in {kb.display_name!r} ({kb.embedding.name}), ingest {report.seconds:.1f} s "
         f"({report.count('unchanged')} unchanged)"
     )
 
@@ -201,7 +199,7 @@ def _run_retrieval(args: argparse.Namespace, store: Path) -> int:
     from chinese_mixtral_rag.cli.console import print_metrics, progress_bar
     from chinese_mixtral_rag.eval import evaluate_retrieval, make_retriever
 
-    prepared = _prepare(args, store)
+    prepared = _prepare(args, store, settings_from(args))
     fields = _retriever_fields(args, prepared.settings)
     if args.compare:
         return _compare(args, prepared, fields)
@@ -274,8 +272,10 @@ def _run_qa(args: argparse.Namespace, store: Path) -> int:
     from chinese_mixtral_rag.eval import evaluate_qa
     from chinese_mixtral_rag.qa.chain import build_qa_chain
 
-    prepared = _prepare(args, store)
-    chat = ChineseMixtralChat.from_settings(prepared.settings)
+    settings = settings_from(args)
+    chat = ChineseMixtralChat.from_settings(settings)
+    chat.check()  # a bad model fails now, not after minutes of ingest
+    prepared = _prepare(args, store, settings)
     chain = build_qa_chain(chat, kb=prepared.kb, settings=prepared.settings)
     restrict = {"auto": None, "gold": True, "none": False}[args.restrict]
     bar, advance = progress_bar(args.quiet, "answer", len(prepared.items))

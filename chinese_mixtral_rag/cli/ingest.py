@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="list the stored documents")
     action.add_argument("--delete", metavar="SOURCE", help="remove one stored document")
-    action.add_argument("--reset", action="store_true", help="delete the whole collection")
+    action.add_argument(
+        "--reset", action="store_true", help="delete the whole collection (also: cmrag kb delete)"
+    )
     parser.add_argument("--prune", action="store_true", help="remove files no longer on disk")
     parser.add_argument("--strict", action="store_true", help="stop at the first failed file")
     parser.add_argument(
@@ -54,14 +56,15 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("pypdf", "chromadb"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     settings = settings_from(args)
-    kb = open_knowledge_base(settings)
+    # Listing, deleting and resetting need the knowledge base to exist (and create nothing).
+    kb = open_knowledge_base(settings, must_exist=args.list or args.reset or bool(args.delete))
     if args.list:
         print_documents(kb)
         return 0
     if args.reset:
         with kb.writing():
             kb.reset()
-        print(f"deleted collection {kb.name!r} and its BM25 index")
+        print(f"deleted collection {kb.display_name!r} and its BM25 index")
         return 0
     if args.delete:
         with kb.writing():

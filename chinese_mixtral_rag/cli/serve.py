@@ -14,8 +14,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on [127.0.0.1]")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    parser.add_argument("--port", type=int, default=8000, help="port to serve on")
     parser.add_argument(
         "--api-key",
         action="append",
@@ -27,18 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        help="answers generated at once [1 for a local model, 4 for a model server]",
+        help="answers generated at once (unset: 1 for a local model, 4 for a model server)",
     )
     parser.add_argument(
-        "--queue-size", type=int, default=16, help="answers waiting for a turn before 429 [16]"
+        "--queue-size", type=int, default=16, help="answers waiting for a turn before 429"
     )
     parser.add_argument(
         "--queue-timeout",
         type=float,
         default=300.0,
-        help="seconds an answer may wait for a turn before 503 [300]",
+        help="seconds an answer may wait for a turn before 503",
     )
-    add_store_flags(parser.add_argument_group("store (defaults from CMR_* variables)"))
+    # Every knowledge base is served (each is a model of the API): no --collection.
+    store = parser.add_argument_group("store (defaults from CMR_* variables)")
+    add_store_flags(store, collection=None)
     add_model_flags(parser)
 
 

@@ -37,7 +37,8 @@ class Refused:
 
 
 def upload_dir(settings: Settings, collection: str) -> Path:
-    """Where the uploads of a knowledge base are kept (ingest reads them from here)."""
+    """Where the uploads of a knowledge base are kept (ingest reads them from here); keyed by
+    its id (``kb.name``), which a rename leaves alone."""
     return Path(settings.persist_dir) / "uploads" / collection
 
 
@@ -109,6 +110,12 @@ def ingest_uploads(
     for outcome in report.failures:
         (folder / outcome.source).unlink(missing_ok=True)  # keep only what is stored
     return report
+
+
+def remove_uploads(settings: Settings, collection: str) -> None:
+    """Delete the uploaded copies of a knowledge base (by its id: what the folder is named by),
+    after :func:`~chinese_mixtral_rag.store.delete_knowledge_base` removed what it stored."""
+    shutil.rmtree(upload_dir(settings, collection), ignore_errors=True)
 
 
 def remove_document(kb: KnowledgeBase, settings: Settings, source: str) -> int:

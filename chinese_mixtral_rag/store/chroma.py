@@ -8,6 +8,8 @@ always come from the store's embedder.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,17 @@ def chroma_client(persist_dir: Path, host: str | None, port: int) -> Any:
                 client = chromadb.PersistentClient(path=str(persist_dir), settings=settings)
             _CLIENTS[key] = client
         return _CLIENTS[key]
+
+
+#: The file an embedded store keeps its database in: a folder without it holds no store yet.
+DATABASE_FILE = "chroma.sqlite3"
+
+
+def store_exists(persist_dir: Path, host: str | None) -> bool:
+    """Whether there is a store to read: a server, or a folder holding Chroma's database.
+    Opening a client on a folder creates the database, so readers ask this first (reading
+    never creates a store)."""
+    return host is not None or (persist_dir.expanduser() / DATABASE_FILE).is_file()
 
 
 def is_missing_collection(exc: Exception) -> bool:
@@ -120,3 +133,26 @@ def is_store_failure(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - no chromadb, no store
         return isinstance(exc, sqlite3.Error | OSError)
     return isinstance(exc, ChromaError | sqlite3.Error | OSError)
+
+
+@contextmanager
+def store_failures(
+    where: str,
+    action: str,
+    free_dir: Path | None,
+    on_failure: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Chroma, SQLite and file-system errors inside the block as one :class:`StoreError` saying
+    what failed while doing ``action`` at ``where``, and what to do; ``on_failure`` hears the
+    message first (an ingest remembers it so that its other thread touches nothing more)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        message = describe_failure(exc, where, action, free_dir)
+        if on_failure is not None:
+            on_failure(message)
+        raise StoreError(message) from exc

@@ -23,6 +23,11 @@ any are pending a marker file says so and dense search skips them.
 
 The collection records its embedding model; opening it with another model is an error (vectors of
 two models in one index are silent garbage).
+
+A knowledge base has an id, the Chroma collection's name (``name``: what the BM25 folder, the
+lock, the ``vectors-pending`` marker and the uploads folder are keyed by), and a display name
+(``display_name``: any text, recorded in the collection at birth, shown in messages);
+:mod:`.registry` maps one to the other.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,22 +53,16 @@ from chinese_mixtral_rag.chinese import to_simplified
 from chinese_mixtral_rag.errors import StoreError
 from chinese_mixtral_rag.store.chroma import (
     chroma_client,
-    describe_failure,
     is_missing_collection,
-    is_store_failure,
+    store_exists,
+    store_failures,
 )
-from chinese_mixtral_rag.store.embeddings import (
-    EmbeddingModelInfo,
-    load_embedder,
-    resolve_embedding_model,
-)
+from chinese_mixtral_rag.store.embeddings import EmbeddingModelInfo, load_embedder
 from chinese_mixtral_rag.store.lexical import LexicalIndex, lexical_terms
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
-
-    from chinese_mixtral_rag.settings import StoreOptions
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,21 @@ PENDING_MARKER = "vectors-pending"
 #: of the contexts (benchmarks/cross_script.py), dense alone: R@1 0.923 unfolded, 0.965 folded
 #: (0.960 over the originals); fused 0.956 -> 0.977 (0.978). The shown text is unchanged.
 FOLDED = "t2s"
+#: Collection metadata: the display name, and when the knowledge base was made (ISO 8601, UTC).
+#: Collections made before names lack both: their display name is their id.
+NAME_KEY = "cmrag_name"
+CREATED_KEY = "cmrag_created"
+
+#: Chroma's rule for collection names (chromadb 1.x): 3-512 characters of a-z A-Z 0-9 . _ -,
+#: starting and ending with a letter or digit, no "..", not an IPv4 address.
+_CHROMA_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]")
+_IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+
+
+def is_collection_id(text: str) -> bool:
+    """Whether Chroma takes ``text`` as a collection name as it is (then a knowledge base of
+    that name gets it as its id, as every knowledge base made before display names did)."""
+    return bool(_CHROMA_NAME.fullmatch(text)) and ".." not in text and not _IPV4.fullmatch(text)
 
 
 @dataclass
@@ -202,6 +218,12 @@ def chunk_ids(source: str, texts: Iterable[str]) -> list[str]:
     return ids
 
 
+def _modifiable(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Collection metadata Chroma lets ``modify`` write back: it refuses ``hnsw:*`` keys (the
+    distance cannot change), which collections made by older Chroma versions may carry."""
+    return {k: v for k, v in metadata.items() if not k.startswith("hnsw:")}
+
+
 def _chroma_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """Chroma takes str/int/float/bool values only; drop the rest (None included)."""
     return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
@@ -221,15 +243,20 @@ class KnowledgeBase:
         lexical_dir: Path | None = None,
         device: str = "cpu",
         batch_size: int = 32,
+        display_name: str | None = None,
     ) -> None:
-        if not 3 <= len(collection) <= 512 or not all(
-            c.isalnum() or c in "._-" for c in collection
-        ):
+        if not is_collection_id(collection):
             raise StoreError(
-                f"Invalid collection name {collection!r}: use 3-512 characters from a-z, A-Z, "
-                "0-9, '.', '_' and '-' (Chroma's rule), e.g. 'laws' or 'my-docs'."
+                f"{collection!r} is not a collection id (3-512 characters of a-z, A-Z, 0-9, "
+                "'.', '_' and '-', starting and ending with a letter or digit: Chroma's rule). "
+                "Open a knowledge base by any name, Chinese included, with "
+                "open_knowledge_base(settings, name), which maps the name to an id."
             )
         self.name = collection
+        """The id: the Chroma collection's name, never changed (a rename changes the display
+        name only, so everything keyed by the id stays valid)."""
+        self.display_name = display_name or collection
+        """What people call it (recorded in the collection when it is made)."""
         self.embedding = embedding
         self.persist_dir = persist_dir.expanduser()
         self.host = host
@@ -265,23 +292,19 @@ class KnowledgeBase:
         with self._turns if self._writing else contextlib.nullcontext():
             if self._writing and self._failed:
                 raise StoreError(self._failed)  # after a failed write, touch nothing more
-            try:
+            where = f"{self.host}:{self.port}" if self.host else str(self.persist_dir)
+            free = self.persist_dir if self.persist_dir.is_dir() else None
+            with store_failures(where, action, free, self._remember_failure):
                 yield
-            except StoreError:
-                raise
-            except Exception as exc:
-                if not is_store_failure(exc):
-                    raise
-                where = f"{self.host}:{self.port}" if self.host else str(self.persist_dir)
-                free = self.persist_dir if self.persist_dir.is_dir() else None
-                message = describe_failure(exc, where, action, free)
-                if self._writing:
-                    self._failed = message  # before the other thread gets its turn
-                raise StoreError(message) from exc
+
+    def _remember_failure(self, message: str) -> None:
+        if self._writing:
+            self._failed = message  # before the other thread gets its turn
 
     def _store_exists(self) -> bool:
-        """False for an embedded store whose folder was never made (nothing to open)."""
-        return self.host is not None or self.persist_dir.is_dir()
+        """False for an embedded store without its database yet (nothing to open: opening
+        would create it)."""
+        return store_exists(self.persist_dir, self.host)
 
     def _open(self, *, create: bool) -> Any:
         """The Chroma collection checked against our embedding model; None when it does not
@@ -290,7 +313,7 @@ class KnowledgeBase:
             return self._collection
         if not create and not self._store_exists():
             return None
-        with self._failures(f"opening knowledge base {self.name!r}"):
+        with self._failures(f"opening knowledge base {self.display_name!r}"):
             return self._open_collection(create)
 
     def _open_collection(self, create: bool) -> Any:
@@ -299,6 +322,8 @@ class KnowledgeBase:
             "embedding_model": self.embedding.name,
             "cmrag_schema": SCHEMA,
             "embedding_input": FOLDED,  # recorded at creation: older collections are not folded
+            NAME_KEY: self.display_name,
+            CREATED_KEY: datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if self.embedding.fingerprint:
             metadata["embedding_fingerprint"] = self.embedding.fingerprint
@@ -326,13 +351,29 @@ class KnowledgeBase:
 
     def _record(self, collection: Any, **values: Any) -> None:
         self._metadata.update(values)
-        with self._failures(f"recording the embedding model of {self.name!r}"):
-            collection.modify(metadata=dict(self._metadata))
+        with self._failures(f"recording the embedding model of {self.display_name!r}"):
+            collection.modify(metadata=_modifiable(self._metadata))
+
+    def create(self) -> None:
+        """Make the (empty) collection now, recording the display name and the embedding model,
+        as the first write would."""
+        self._writable()
+
+    def set_display_name(self, name: str) -> None:
+        """Change the display name only: the id, and all that is keyed by it, stays. Reads the
+        collection's metadata afresh (another process may have recorded something since)."""
+        self._require_lock()
+        with self._failures(f"renaming knowledge base {self.display_name!r}"):
+            collection = self._client().get_collection(self.name, embedding_function=None)
+            metadata = {**(collection.metadata or {}), NAME_KEY: name}
+            collection.modify(metadata=_modifiable(metadata))
+        self._metadata[NAME_KEY] = name
+        self.display_name = name
 
     def _check_embedding(self, stored: dict[str, Any]) -> None:
         if "cmrag_schema" not in stored:
             raise StoreError(
-                f"Collection {self.name!r} was not created by chinese-mixtral-rag (no "
+                f"Collection {self.display_name!r} was not created by chinese-mixtral-rag (no "
                 "embedding model recorded); ingest into another collection name."
             )
         recorded = stored.get("embedding_fingerprint")
@@ -348,8 +389,9 @@ class KnowledgeBase:
                 f", fingerprint {self.embedding.fingerprint}: another model under the same name"
             )
         raise StoreError(
-            f"Collection {self.name!r} was built with the embedding model {built_with}, but "
-            f"{configured} is configured; vectors of two models cannot share one collection. "
+            f"Collection {self.display_name!r} was built with the embedding model "
+            f"{built_with}, but {configured} is configured; vectors of two models cannot share "
+            "one collection. "
             "Set CMR_EMBEDDING_MODEL (embedding_model=) to the model it was built with (and "
             "CMR_EMBEDDING_BASE_URL to the server that embedded it, if one did) to use this "
             "collection, or ingest into another collection (or reset this one and ingest "
@@ -365,8 +407,8 @@ class KnowledgeBase:
         elif int(recorded) != size:
             raise StoreError(
                 f"The embedding model {self.embedding.name!r} gives {size}-dimensional vectors "
-                f"but collection {self.name!r} holds {recorded}-dimensional ones; ingest into "
-                "another collection, or reset this one to re-embed everything."
+                f"but collection {self.display_name!r} holds {recorded}-dimensional ones; "
+                "ingest into another collection, or reset this one to re-embed everything."
             )
 
     @property
@@ -375,7 +417,8 @@ class KnowledgeBase:
         collection = self._open(create=self._writing)
         if collection is None:
             raise StoreError(
-                f"Knowledge base {self.name!r} does not exist yet: ingest documents into it first."
+                f"Knowledge base {self.display_name!r} does not exist yet: ingest documents "
+                "into it first."
             )
         return collection
 
@@ -394,7 +437,7 @@ class KnowledgeBase:
     def writing(self) -> Iterator[None]:
         """Hold the collection's ingest lock: two ingests into one collection would interleave.
         Every method that writes needs it."""
-        with self._failures(f"locking knowledge base {self.name!r} for writing"):
+        with self._failures(f"locking knowledge base {self.display_name!r} for writing"):
             self.lexical.directory.mkdir(parents=True, exist_ok=True)
             lock = open(self.lexical.directory / "ingest.lock", "w")  # noqa: SIM115
         with lock:
@@ -402,10 +445,10 @@ class KnowledgeBase:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
                 raise StoreError(
-                    f"Another ingest into collection {self.name!r} is running; wait for it to "
-                    "finish (running both would interleave their writes)."
+                    f"Another ingest into collection {self.display_name!r} is running; wait "
+                    "for it to finish (running both would interleave their writes)."
                 ) from exc
-            with self._failures(f"locking knowledge base {self.name!r} for writing"):
+            with self._failures(f"locking knowledge base {self.display_name!r} for writing"):
                 lock.write(str(os.getpid()))
                 lock.flush()
             self._writing, self._failed = True, ""
@@ -417,7 +460,7 @@ class KnowledgeBase:
     def _require_lock(self) -> None:
         if not self._writing:
             raise RuntimeError(
-                f"writing to knowledge base {self.name!r} needs its lock: "
+                f"writing to knowledge base {self.display_name!r} needs its lock: "
                 "call this inside `with kb.writing():`"
             )
 
@@ -438,7 +481,7 @@ class KnowledgeBase:
         limit = self._batch_limit()
         offset = 0
         while True:
-            with self._failures(f"reading knowledge base {self.name!r}"):
+            with self._failures(f"reading knowledge base {self.display_name!r}"):
                 page = collection.get(
                     where=dict(where) if where else None,
                     include=include,
@@ -457,7 +500,7 @@ class KnowledgeBase:
             return
         limit = self._batch_limit()
         for start in range(0, len(ids), limit):
-            with self._failures(f"reading knowledge base {self.name!r}"):
+            with self._failures(f"reading knowledge base {self.display_name!r}"):
                 page = collection.get(ids=list(ids[start : start + limit]), include=include)
             yield page
 
@@ -495,7 +538,7 @@ class KnowledgeBase:
         collection = self._open(create=False)
         if collection is None:
             return 0
-        with self._failures(f"counting the chunks of {self.name!r}"):
+        with self._failures(f"counting the chunks of {self.display_name!r}"):
             return int(collection.count())
 
     def texts(self, ids: Sequence[str]) -> list[str]:
@@ -525,7 +568,7 @@ class KnowledgeBase:
 
     def index_state(self) -> IndexState:
         """Chunks stored and chunks in the BM25 index (cheap: two counts, no listing)."""
-        with self._failures(f"reading the BM25 index of {self.name!r}"):
+        with self._failures(f"reading the BM25 index of {self.display_name!r}"):
             indexed = len(self.lexical.ids()) if self.lexical.current() else 0
         return IndexState(
             stored=self.count(), indexed=indexed, vectors_pending=self.vectors_pending()
@@ -539,19 +582,19 @@ class KnowledgeBase:
         self, query: str, k: int, allowed: Collection[str] | None = None
     ) -> list[tuple[str, float]]:
         """BM25 hits (chunk id, score) for ``query``; none while there is no index."""
-        with self._failures(f"searching the BM25 index of {self.name!r}"):
+        with self._failures(f"searching the BM25 index of {self.display_name!r}"):
             if not self.lexical.current():
                 return []
             return self.lexical.search(query, k, allowed=allowed)
 
     def token_weights(self, tokens: Iterable[str]) -> dict[str, float]:
         """BM25 inverse document frequency of each token ({} while there is no index)."""
-        with self._failures(f"reading the BM25 index of {self.name!r}"):
+        with self._failures(f"reading the BM25 index of {self.display_name!r}"):
             return self.lexical.idf(tokens) if self.lexical.current() else {}
 
     def known_tokens(self, tokens: Iterable[str]) -> set[str]:
         """The tokens that occur in at least one indexed chunk (none while there is no index)."""
-        with self._failures(f"reading the BM25 index of {self.name!r}"):
+        with self._failures(f"reading the BM25 index of {self.display_name!r}"):
             if not self.lexical.current():
                 return set()
             return {t for t, df in self.lexical.frequencies(tokens).items() if df}
@@ -564,7 +607,7 @@ class KnowledgeBase:
         vector = self.embeddings.embed_query(self._embedder_input(query))
         if self.vectors_pending():  # filtering costs time: only while there is something to skip
             where = {"$and": [dict(where), _HAS_VECTOR]} if where else _HAS_VECTOR
-        with self._failures(f"searching the vectors of {self.name!r}"):
+        with self._failures(f"searching the vectors of {self.display_name!r}"):
             found = collection.query(
                 query_embeddings=[vector],
                 n_results=k,
@@ -679,7 +722,7 @@ class KnowledgeBase:
         if not self.vectors_pending():
             return VectorSummary()
         collection = self._writable()
-        with self._failures(f"reading the chunks of {self.name!r} that need vectors"):
+        with self._failures(f"reading the chunks of {self.display_name!r} that need vectors"):
             page = collection.get(where={EMBEDDED: False}, include=["documents"], limit=limit)
         ids, texts = list(page["ids"]), list(page["documents"] or [])
         if not ids:
@@ -745,7 +788,7 @@ class KnowledgeBase:
     def reset(self) -> None:
         """Delete the collection and its lexical index."""
         self._require_lock()
-        with self._failures(f"deleting knowledge base {self.name!r}"):
+        with self._failures(f"deleting knowledge base {self.display_name!r}"):
             if self.exists():
                 self._client().delete_collection(self.name)
             self._collection = None
@@ -754,7 +797,7 @@ class KnowledgeBase:
     def refresh_index(self) -> bool:
         """Rebuild the BM25 index unless it covers exactly the stored chunks; True if rebuilt."""
         self._require_lock()
-        with self._failures(f"rebuilding the BM25 index of {self.name!r}"):
+        with self._failures(f"rebuilding the BM25 index of {self.display_name!r}"):
             self.lexical.remove_leftovers()  # of a build killed half-way
             ids = self.all_ids()
             if self.lexical.is_current(ids):
@@ -766,35 +809,7 @@ class KnowledgeBase:
 def describe_stale(kb: KnowledgeBase, state: IndexState) -> str:
     """One line for logs and faces: what is out of step and what refreshes it."""
     return (
-        f"the BM25 index of knowledge base {kb.name!r} is out of step with the store "
+        f"the BM25 index of knowledge base {kb.display_name!r} is out of step with the store "
         f"({state.indexed} chunks indexed, {state.stored} stored): answers use only what both "
         "hold; the next ingest into this knowledge base refreshes it"
-    )
-
-
-def collection_names(settings: StoreOptions) -> list[str]:
-    """Names of the knowledge bases (Chroma collections) in the store the settings point at."""
-    if settings.chroma_host is None and not settings.persist_dir.expanduser().is_dir():
-        return []  # nothing ingested yet: reading does not create the store
-    client = chroma_client(
-        settings.persist_dir.expanduser(), settings.chroma_host, settings.chroma_port
-    )
-    return sorted(c.name for c in client.list_collections())
-
-
-def open_knowledge_base(settings: StoreOptions, collection: str | None = None) -> KnowledgeBase:
-    """The knowledge base the settings point at (``collection`` overrides the setting)."""
-    return KnowledgeBase(
-        collection or settings.collection,
-        resolve_embedding_model(
-            settings.embedding_model,
-            base_url=settings.embedding_base_url,
-            api_key=settings.embedding_api_key,
-        ),
-        persist_dir=settings.persist_dir,
-        host=settings.chroma_host,
-        port=settings.chroma_port,
-        lexical_dir=settings.lexical_dir,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
     )

@@ -142,6 +142,16 @@ class WebApp:
         except StoreError as exc:
             raise ChineseMixtralError(self.text["bad_kb"].format(reason=exc)) from exc
 
+    def create(self, name: str) -> str:
+        """Make an empty knowledge base with any display name (Chinese included); its name."""
+        from chinese_mixtral_rag.errors import StoreError
+        from chinese_mixtral_rag.store import create_knowledge_base
+
+        try:
+            return create_knowledge_base(self.settings, name).name
+        except StoreError as exc:
+            raise ChineseMixtralError(self.text["bad_kb"].format(reason=exc)) from exc
+
     def collections(self) -> list[str]:
         from chinese_mixtral_rag.store import collection_names
 
@@ -181,7 +191,7 @@ class WebApp:
         """Where uploads of a knowledge base are kept (ingest reads them from here)."""
         from chinese_mixtral_rag.documents.uploads import upload_dir
 
-        return upload_dir(self.settings, collection)
+        return upload_dir(self.settings, self.kb(collection).name)  # by id: a rename keeps it
 
     def ingest_files(
         self, paths: Sequence[str], collection: str, progress: Any = None

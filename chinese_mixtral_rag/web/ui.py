@@ -162,12 +162,8 @@ def build_app(app: WebApp | None = None) -> Any:
             )
 
         def on_create(name: str) -> tuple[Any, ...]:
-            kb = web.kb(name.strip())
-            return (
-                "",
-                gr.update(choices=sorted({*web.collections(), kb.name}), value=kb.name),
-                *refresh(kb.name),
-            )
+            created = web.create(name.strip())
+            return ("", gr.update(choices=web.collections(), value=created), *refresh(created))
 
         def on_ingest(
             paths: list[str] | None, name: str, progress: gr.Progress = PROGRESS

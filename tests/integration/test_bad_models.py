@@ -137,3 +137,32 @@ def test_quantized_loading_without_bitsandbytes(tiny_model: TinyModel) -> None:
         pytest.skip("bitsandbytes is installed here; the missing-package error cannot happen")
     with pytest.raises(ImportError, match=r"bitsandbytes.*pip install"):
         ask(model_path=str(tiny_model.hf_dir), load_in_4bit=True, device_map=None)
+
+
+def test_check_finds_what_loading_would_refuse_without_loading(
+    tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    """``check()`` (what ``cmrag eval qa`` runs before its ingest) raises the errors the first
+    answer would raise, and loads no weights for a good model."""
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(tiny_model.gguf_path.read_bytes()[:200_000])
+    not_gguf = tmp_path / "page.gguf"
+    not_gguf.write_bytes(b"<html>404 Not Found</html>")
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_model.hf_dir, no_weights)
+    for weights in no_weights.glob("*.safetensors"):
+        weights.unlink()
+    for options, message in [
+        ({"model_path": str(tmp_path / "nope.gguf")}, "Model file not found"),
+        ({"model_path": str(not_gguf)}, "not a GGUF file"),
+        ({"model_path": str(truncated)}, r"truncated\.gguf is a damaged GGUF file"),
+        ({"model_path": str(write_gguf_with_architecture(tmp_path / "q.gguf", "qwen2"))}, "qwen2"),
+        ({"model_path": str(no_weights), "backend": "transformers"}, "holds no weights"),
+        ({"model_path": str(tmp_path), "backend": "transformers"}, "Could not read a Hugging"),
+    ]:
+        with pytest.raises(ModelLoadError, match=message):
+            ChineseMixtralChat(**options).check()  # type: ignore[arg-type]
+    for good in (tiny_model.gguf_path, tiny_model.hf_dir):
+        chat = ChineseMixtralChat(model_path=str(good))
+        chat.check()
+        assert chat._backend is None  # checked, not loaded

@@ -325,7 +325,9 @@ def test_cli_ingest_list_delete_reset(tmp_path: Path, tiny_embedder: Path) -> No
     assert missing.returncode == 2
     assert "no stored document" in missing.stderr
     run_cli("--reset", env=env, check=True)
-    assert "0 documents" in run_cli("--list", env=env, check=True).stdout
+    gone = run_cli("--list", env=env)  # reset deletes the knowledge base itself
+    assert gone.returncode == 2
+    assert "No knowledge base 'cli-docs'" in gone.stderr
 
 
 def test_cli_reports_failures_with_exit_status_one(tmp_path: Path, tiny_embedder: Path) -> None:

@@ -299,3 +299,20 @@ def test_the_question_shows_at_once_then_stages_and_stop_marks_the_answer(
     stopped = web.stopped(partial).messages[-1]["content"]
     assert stopped == streaming[0].removesuffix("\n\n*生成中…*") + "（已停止）"
     assert web.stopped(last).messages == last.messages  # Stop after the end changes nothing
+
+
+def test_a_knowledge_base_with_a_chinese_name_is_made_and_used_in_the_page(
+    without_model: Client, docs: Path
+) -> None:
+    """Any display name is taken (kept apart from the safe id Chroma needs), shown as given, and
+    uploads and search go to it by that name; a taken name is refused with the reason."""
+    _, chosen, *_ = without_model.predict("2024年 合同", api_name="/create")
+    assert chosen["value"] == "2024年 合同"
+    assert ["2024年 合同", "2024年 合同"] in chosen["choices"]
+    uploaded, table, *_ = without_model.predict(
+        [handle_file(docs / "居住权.txt")], "2024年 合同", api_name="/upload"
+    )
+    assert "新增 1" in uploaded
+    assert [row[0] for row in table["data"]] == ["居住权.txt"]
+    again, *_ = without_model.predict("2024年 合同", api_name="/create")
+    assert "2024年 合同" in again
