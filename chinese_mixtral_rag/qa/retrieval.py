@@ -68,9 +68,14 @@ def filter_for(
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
+def strip_question_words(query: str) -> str:
+    """``query`` without its question words (什么, 多少, 吗 …): what a passage must contain."""
+    return _QUESTION_WORDS.sub(" ", query)
+
+
 def relevance_tokens(query: str) -> set[str]:
     """The distinct search tokens of a query that say what the passage must contain."""
-    return set(lexical_tokens(_QUESTION_WORDS.sub(" ", query))) or set(lexical_tokens(query))
+    return set(lexical_tokens(strip_question_words(query))) or set(lexical_tokens(query))
 
 
 def relevance(query_tokens: set[str], text: str, idf: Mapping[str, float]) -> float:

@@ -8,6 +8,7 @@ runs in search-only mode. Every browser session has its own :class:`Conversation
 from __future__ import annotations
 
 import html
+import itertools
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chinese_mixtral_rag.chinese import HAN
 from chinese_mixtral_rag.errors import ChineseMixtralError
 from chinese_mixtral_rag.qa.chain import MAX_QUESTION_CHARS
 from chinese_mixtral_rag.settings import Settings
@@ -69,21 +71,64 @@ def where(source: Any, text: dict[str, str]) -> str:
     return " · ".join(places)
 
 
-def source_cards(sources: Sequence[Any], text: dict[str, str], cited: Sequence[int] = ()) -> str:
-    """Numbered source cards (HTML) with file, page or rows, relevance and passage."""
+#: Source cards shown open; the rest are one click away ("更多来源").
+SHOWN_CARDS = 5
+_QUERY_PIECES = re.compile(f"[{HAN}]+|[A-Za-z0-9]{{2,}}")
+
+
+def highlight(passage: str, question: str) -> str:
+    """``passage`` as escaped HTML with the question's words marked: every pair of Han
+    characters of the question (Chinese has no spaces to find words by) and every Latin word or
+    number, wherever they occur; question words (什么, 多少 …) alone are not marked."""
+    from chinese_mixtral_rag.qa.retrieval import strip_question_words
+
+    terms: set[str] = set()
+    for piece in _QUERY_PIECES.findall(strip_question_words(question)):
+        if piece.isascii():
+            terms.add(piece)
+        else:
+            terms.update(piece[i : i + 2] for i in range(len(piece) - 1))
+    marked = [False] * len(passage)
+    lowered = passage.lower()
+    for term in terms:  # every occurrence, overlapping ones too ("居住" and "住权" in 居住权)
+        start = lowered.find(term.lower())
+        while start != -1:
+            marked[start : start + len(term)] = [True] * len(term)
+            start = lowered.find(term.lower(), start + 1)
+    out: list[str] = []
+    for is_marked, run in itertools.groupby(zip(marked, passage, strict=True), key=lambda p: p[0]):
+        piece = html.escape("".join(char for _, char in run))
+        out.append(f"<mark>{piece}</mark>" if is_marked else piece)
+    return "".join(out)
+
+
+def source_cards(
+    sources: Sequence[Any], text: dict[str, str], cited: Sequence[int] = (), question: str = ""
+) -> str:
+    """Numbered source cards (HTML): file, page or rows, relevance and the passage with the
+    question's words marked; most relevant first (each keeps its [n]), the first
+    :data:`SHOWN_CARDS` open, the rest under "更多来源"."""
     if not sources:
         return f"<div class='sources'>{text['no_sources']}</div>"
+    ordered = sorted(sources, key=lambda s: (-s.relevance, s.n))
     cards = []
-    for source in sources:
+    for source in ordered:
         page = f" · {place}" if (place := where(source, text)) else ""
         mark = " ★" if source.n in cited else ""
         cards.append(
             f"<div class='source-card' id='src-{source.n}'>"
             f"<b>[{source.n}] {html.escape(source.source)}</b>{mark}"
             f"<span class='meta'>{html.escape(page)} · {text['relevance']} "
-            f"{source.relevance:.2f}</span><p>{html.escape(source.text)}</p></div>"
+            f"{source.relevance:.2f}</span><p>{highlight(source.text, question)}</p></div>"
         )
-    return "<div class='sources'>" + "".join(cards) + "</div>"
+    shown, more = cards[:SHOWN_CARDS], cards[SHOWN_CARDS:]
+    rest = (
+        f"<details class='more-sources'><summary>{text['more_sources'].format(n=len(more))}"
+        f"</summary>{''.join(more)}</details>"
+        if more
+        else ""
+    )
+    return "<div class='sources'>" + "".join(shown) + rest + "</div>"
 
 
 #: Seconds between redraws of a streaming answer.
@@ -260,6 +305,7 @@ class WebApp:
         max_tokens: int,
         k: int,
         rerank: bool,
+        material: int = 0,
     ) -> Iterator[tuple[Conversation, str, str]]:
         """Stream (conversation, source cards, budget line) for one question."""
         from chinese_mixtral_rag.qa.chain import build_qa_chain
@@ -283,6 +329,7 @@ class WebApp:
         options: dict[str, Any] = {"retrieve_k": int(k)}
         if not rerank:
             options["reranker"] = None
+        options["context_tokens"] = int(material) or None  # 0: all the window leaves
         qa = build_qa_chain(chat, kb=self.kb(collection), settings=self.settings, **options)
         request: dict[str, Any] = {
             "question": question,
@@ -324,7 +371,7 @@ class WebApp:
             if "cited" in event:
                 cited = list(event["cited"])
             if changed:
-                cards = source_cards(sources, text, cited)
+                cards = source_cards(sources, text, cited, question)
             now = time.monotonic()
             if not changed and now - shown_at < STREAM_INTERVAL:
                 continue  # a redraw per token freezes the page on long answers: ~10 a second
@@ -339,7 +386,7 @@ class WebApp:
         history = conversation.history
         if mode in {"qa", "chat"} and question:
             history = [*history, (question, answer)]
-        yield Conversation(messages, history), source_cards(sources, text, cited), budget
+        yield Conversation(messages, history), source_cards(sources, text, cited, question), budget
 
     def _shown(
         self, mode: str, answer: str, sources: Sequence[Any], stage: str, final: bool = False

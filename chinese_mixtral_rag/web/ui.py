@@ -141,6 +141,14 @@ def build_app(app: WebApp | None = None) -> Any:
                         label=text["max_tokens"],
                     )
                     k = gr.Slider(1, 100, value=web.settings.retrieve_k, step=1, label=text["k"])
+                    material = gr.Slider(
+                        0,
+                        32768,
+                        value=web.settings.context_tokens or 0,
+                        step=256,
+                        label=text["material"],
+                        elem_id="material",
+                    )
                     rerank = gr.Checkbox(
                         value=bool(web.settings.reranker),
                         interactive=bool(web.settings.reranker),
@@ -188,9 +196,10 @@ def build_app(app: WebApp | None = None) -> Any:
             limit: float,
             top: float,
             use_rerank: bool,
+            cap: float = 0,
         ) -> Iterator[tuple[Any, ...]]:
             for current, cards, line in web.answer(
-                q, state, m, chosen or [], name, temp, int(limit), int(top), use_rerank
+                q, state, m, chosen or [], name, temp, int(limit), int(top), use_rerank, int(cap)
             ):
                 yield current, current.messages, cards, line, "", ""
 
@@ -233,6 +242,7 @@ def build_app(app: WebApp | None = None) -> Any:
             max_tokens,
             k,
             rerank,
+            material,
         ]
         outputs = [conversation, chatbot, sources, budget, question, notice]
         asked = gr.on(

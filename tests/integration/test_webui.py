@@ -4,6 +4,7 @@ clients at once keep their own conversations; bad input gets a message and the a
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -299,6 +300,21 @@ def test_the_question_shows_at_once_then_stages_and_stop_marks_the_answer(
     stopped = web.stopped(partial).messages[-1]["content"]
     assert stopped == streaming[0].removesuffix("\n\n*生成中…*") + "（已停止）"
     assert web.stopped(last).messages == last.messages  # Stop after the end changes nothing
+
+    # The material cap of the page's settings: what the model reads shrinks to it.
+    def material(line: str) -> int:
+        found = re.search(r"资料 ([\d,]+)", line)
+        assert found, line
+        return int(found.group(1).replace(",", ""))
+
+    whole = material(updates[-1][2])
+    cap = whole - 1
+    capped = list(
+        web.answer(
+            "居住权可以继承吗？", Conversation(), "知识库问答", [], "stages", 0.0, 8, 8, False, cap
+        )
+    )
+    assert 0 < material(capped[-1][2]) <= cap
 
 
 def test_a_knowledge_base_with_a_chinese_name_is_made_and_used_in_the_page(

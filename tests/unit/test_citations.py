@@ -3,6 +3,7 @@ whatever the pieces the text arrives in."""
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 
 from hypothesis import given
@@ -66,3 +67,30 @@ def test_a_cited_chunk_of_rows_says_its_sheet_and_rows_wherever_the_page_is_show
 def test_rows_without_a_sheet_or_table_are_csv_rows() -> None:
     assert rows_label("", None, "7-9") == "第 7-9 行"
     assert rows_label("价格", None, "") == ""
+
+
+def test_source_cards_most_relevant_first_five_open_and_the_question_marked() -> None:
+    """Cards in the order of the relevance they show (each keeps its [n]), five open and the
+    rest one click away, the question's words marked in the passage, names and text escaped."""
+    from chinese_mixtral_rag.web.app import highlight, source_cards
+    from chinese_mixtral_rag.web.text import TEXT
+
+    passages = [
+        Passage(f"法{n}.txt", f"第{n}条 居住权不得转让、继承。<b>", (str(n),), n)
+        for n in range(1, 8)
+    ]
+    sources = [
+        Source(**{**Source.of(n, p).as_dict(), "relevance": r, "chunk_ids": (str(n),)})
+        for (n, p), r in zip(
+            enumerate(passages, start=1), [0.2, 0.9, 0.5, 0.1, 0.7, 0.3, 0.6], strict=True
+        )
+    ]
+    cards = source_cards(sources, TEXT["zh"], question="居住权可以继承吗？")
+    order = [int(n) for n in re.findall(r"id='src-(\d+)'", cards)]
+    assert order == [2, 5, 7, 3, 6, 1, 4]
+    opened, _, more = cards.partition("<details")
+    assert opened.count("source-card") == 5
+    assert "更多来源（2）" in more
+    assert more.count("source-card") == 2
+    assert "<mark>居住权</mark>不得转让、<mark>继承</mark>。&lt;b&gt;" in cards
+    assert highlight("与问题无关的段落", "居住权可以继承吗？") == "与问题无关的段落"
