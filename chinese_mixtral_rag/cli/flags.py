@@ -221,10 +221,12 @@ def translate(message: str, flags: Mapping[str, str]) -> str:
     ``follow_symlinks=True`` becomes ``--follow-symlinks``, ``max_tokens=1024`` becomes
     ``--max-tokens 1024``; a field this command has no flag for becomes its variable
     (``connect_timeout=`` -> ``CMR_CONNECT_TIMEOUT``, ``backend='openai'`` ->
-    ``CMR_BACKEND=openai``), and "CMR_X (CMR_X)" is said once."""
+    ``CMR_BACKEND=openai``), and "CMR_X (CMR_X)" is said once. Keywords that are no settings
+    field (``cmrag download``'s ``quant=``) are translated when ``flags`` names them."""
     from chinese_mixtral_rag.settings import Settings
 
-    names = "|".join(sorted(map(re.escape, Settings.model_fields), key=len, reverse=True))
+    keywords = {*Settings.model_fields, *flags}  # flags may name keywords of other functions
+    names = "|".join(sorted(map(re.escape, keywords), key=len, reverse=True))
     value = r"'([^']*)'|\"([^\"]*)\"|(True|False)\b|(-?\d+(?:\.\d+)?)\b|(?=[\s),.;:]|$)"
     pattern = re.compile(rf"(?<![\w.-])({names})=(?:{value})")
 
