@@ -197,6 +197,30 @@ class WebApp:
         except StoreError as exc:
             raise ChineseMixtralError(self.text["bad_kb"].format(reason=exc)) from exc
 
+    def rename_kb(self, name: str, new_name: str) -> str:
+        """Give a knowledge base another display name (its id, folders and uploads stay)."""
+        from chinese_mixtral_rag.errors import StoreError
+        from chinese_mixtral_rag.store import rename_knowledge_base
+
+        try:
+            info = rename_knowledge_base(self.settings, name, new_name)
+        except StoreError as exc:
+            raise ChineseMixtralError(self.text["bad_kb"].format(reason=exc)) from exc
+        return info.name
+
+    def delete_kb(self, name: str) -> str:
+        """Delete a knowledge base with its uploaded copies; what it held, for the page."""
+        from chinese_mixtral_rag.documents.uploads import remove_uploads
+        from chinese_mixtral_rag.errors import StoreError
+        from chinese_mixtral_rag.store import delete_knowledge_base
+
+        try:
+            info = delete_knowledge_base(self.settings, name)
+        except StoreError as exc:
+            raise ChineseMixtralError(self.text["bad_kb"].format(reason=exc)) from exc
+        remove_uploads(self.settings, info.id)
+        return self.text["deleted_kb"].format(name=info.name, files=info.files, chunks=info.chunks)
+
     def collections(self) -> list[str]:
         from chinese_mixtral_rag.store import collection_names
 

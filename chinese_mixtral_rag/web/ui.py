@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import inspect
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -92,8 +93,14 @@ def build_app(app: WebApp | None = None) -> Any:
                     elem_id="collection",
                 )
                 with gr.Row():
-                    new_name = gr.Textbox(label=text["new_kb"], scale=3)
-                    create = gr.Button(text["create"], scale=1)
+                    new_name = gr.Textbox(label=text["new_kb"], scale=3, elem_id="new-kb")
+                    create = gr.Button(text["create"], scale=1, elem_id="create-kb")
+                with gr.Row():
+                    rename = gr.Button(text["rename"], scale=1, elem_id="rename-kb")
+                    delete_kb = gr.Button(
+                        text["delete_kb"], variant="stop", scale=1, elem_id="delete-kb"
+                    )
+                confirmed = gr.Checkbox(value=False, visible=False)
                 files = gr.File(label=text["upload"], file_count="multiple", elem_id="upload")
                 ingest_button = gr.Button(text["ingest"], variant="primary", elem_id="ingest")
                 status = gr.Markdown(elem_id="ingest-status")
@@ -173,6 +180,19 @@ def build_app(app: WebApp | None = None) -> Any:
             created = web.create(name.strip())
             return ("", gr.update(choices=web.collections(), value=created), *refresh(created))
 
+        def on_rename(name: str, new: str) -> tuple[Any, ...]:
+            renamed = web.rename_kb(name, new.strip())
+            message = text["renamed"].format(old=as_text(name), new=as_text(renamed))
+            return (message, "", gr.update(choices=web.collections(), value=renamed))
+
+        def on_delete(name: str, sure: bool) -> tuple[Any, ...]:
+            if not sure:
+                raise ChineseMixtralError(text["not_deleted"])
+            message = as_text(web.delete_kb(name))
+            names = web.collections()
+            current = names[0] if names else web.settings.collection
+            return (message, gr.update(choices=names, value=current), *refresh(current))
+
         def on_ingest(
             paths: list[str] | None, name: str, progress: gr.Progress = PROGRESS
         ) -> tuple[Any, ...]:
@@ -217,6 +237,21 @@ def build_app(app: WebApp | None = None) -> Any:
             new_name,
             [status, collection, documents, to_remove, selected],
             api_name="create",
+        )
+        rename.click(
+            guard(on_rename, 3, notice=0),
+            [collection, new_name],
+            [status, new_name, collection],
+            api_name="rename",
+        )
+        delete_kb.click(
+            guard(on_delete, 5, notice=0),
+            [collection, confirmed],
+            [status, collection, documents, to_remove, selected],
+            api_name="delete_kb",
+            # The browser asks first; an API client passes its answer as ``confirmed``.
+            js=f"(name, sure) => [name, confirm({json.dumps(text['confirm_delete'])}"
+            ".replace('{name}', name))]",
         )
         ingest_button.click(
             guard(on_ingest, 5, notice=0),

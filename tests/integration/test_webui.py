@@ -332,3 +332,22 @@ def test_a_knowledge_base_with_a_chinese_name_is_made_and_used_in_the_page(
     assert [row[0] for row in table["data"]] == ["居住权.txt"]
     again, *_ = without_model.predict("2024年 合同", api_name="/create")
     assert "2024年 合同" in again
+
+
+def test_a_knowledge_base_is_renamed_and_deleted_in_the_page(
+    without_model: Client, docs: Path
+) -> None:
+    """Rename keeps the documents (only the name changes); delete asks first (the browser shows
+    a confirm dialog; an API client passes its answer) and then removes it from the list."""
+    without_model.predict("临时库", api_name="/create")
+    without_model.predict([handle_file(docs / "龙井.md")], "临时库", api_name="/upload")
+    message, _, chosen = without_model.predict("临时库", "合同 2025", api_name="/rename")
+    assert "已将知识库「临时库」重命名为「合同 2025」" in message
+    assert chosen["value"] == "合同 2025"
+    table, *_ = without_model.predict("合同 2025", api_name="/documents")
+    assert [row[0] for row in table["data"]] == ["龙井.md"]
+    refused, *_ = without_model.predict("合同 2025", False, api_name="/delete_kb")
+    assert "未删除" in refused
+    deleted, listed, *_ = without_model.predict("合同 2025", True, api_name="/delete_kb")
+    assert "已删除知识库「合同 2025」（1 个文档" in deleted
+    assert "合同 2025" not in [choice[0] for choice in listed["choices"]]
