@@ -198,9 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
             cut, hub.cut_after = hub.cut_after, None
             hub.down = hub.down or cut is not None
         sent = body if cut is None else body[:cut]
+        with hub.lock:  # counted before the bytes go: the client may finish (and the test look)
+            hub.served[name] += len(sent)  # before this thread runs again after the write
         self.wfile.write(sent)
-        with hub.lock:
-            hub.served[name] += len(sent)
         if cut is not None:  # the network goes away mid-file
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
