@@ -23,7 +23,8 @@ documents, e.g. English over Chinese, see :meth:`HybridRetriever.judges`) gets t
 dense search found.
 
 Other modes: ``search`` returns the retrieved passages as ``sources`` without any model (the
-chain may be built with ``chat=None`` for it); ``summarize`` summarises the files named in
+chain may be built with ``chat=None`` for it), hits that are neighbours in their file merged into
+one passage, numbered in the rank of their best hit; ``summarize`` summarises the files named in
 ``sources`` whole, map-reduce when they exceed the window (``progress`` events tell the stage);
 ``chat`` talks to the model without documents.
 """
@@ -43,7 +44,7 @@ from langchain_core.runnables.utils import AddableDict
 from chinese_mixtral_rag.errors import ChineseMixtralError
 from chinese_mixtral_rag.qa import prompts
 from chinese_mixtral_rag.qa.citations import CitationFilter, Source
-from chinese_mixtral_rag.qa.packing import Packed, PackReport, Passage, merge_chunks, pack
+from chinese_mixtral_rag.qa.packing import Packed, PackReport, hit_passages, pack
 from chinese_mixtral_rag.qa.retrieval import HybridRetriever
 from chinese_mixtral_rag.settings import QAOptions, Settings
 from chinese_mixtral_rag.store import IndexState, KnowledgeBase, open_knowledge_base
@@ -249,7 +250,7 @@ class QAChain:
         if mode == "search":
             state = self.kb.index_state()  # read once: the retriever gets it too
             hits = self.retrieve(question, sources, where, state)
-            listed = [Source.of(n, p) for n, p in enumerate(_hit_passages(hits), start=1)]
+            listed = [Source.of(n, p) for n, p in enumerate(hit_passages(hits), start=1)]
             yield AddableDict(
                 question=question,
                 search_query=question,
@@ -350,11 +351,6 @@ class QAChain:
             count=self.count,
         )
         yield AddableDict(sources=[], cited=[])
-
-
-def _hit_passages(hits: Sequence[Document]) -> list[Passage]:
-    """Each hit as its own passage, in rank order (search results, no model involved)."""
-    return [merge_chunks([hit])[0] for hit in hits]
 
 
 def build_qa_chain(

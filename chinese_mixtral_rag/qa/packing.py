@@ -10,6 +10,8 @@ after the instructions, the history, the question and the answer's ``max_new_tok
 * otherwise retrieved chunks are taken best first while they fit, then chunks that are neighbours
   in their file are merged back into continuous passages (their overlap removed), grouped by file
   and in file order; a passage stays within one sheet or table, so its rows cite as one range;
+* search results (no prompt) are merged the same way but stay within one section and are listed
+  in the rank of their best hit (:func:`hit_passages`);
 * the result is measured exactly on the final prompt and trimmed (lowest-ranked chunk first) until
   it fits, because token counts are not additive across passage boundaries.
 
@@ -120,20 +122,29 @@ def _place(meta: Mapping[str, Any]) -> tuple[object, object]:
     return meta.get("sheet"), meta.get("table")
 
 
+def _section(meta: Mapping[str, Any]) -> tuple[object, ...]:
+    """The section a chunk lies in (with its sheet or table), whatever its page."""
+    return meta.get("heading"), *_place(meta)
+
+
 def _part(meta: Mapping[str, Any]) -> tuple[object, ...]:
     """The page and section a chunk lies in (with its sheet or table)."""
-    return meta.get("page"), meta.get("heading"), *_place(meta)
+    return meta.get("page"), *_section(meta)
 
 
-def merge_chunks(chunks: Sequence[Document], *, by_part: bool = False) -> list[Passage]:
+def merge_chunks(
+    chunks: Sequence[Document], *, by_part: bool = False, by_section: bool = False
+) -> list[Passage]:
     """Merge chunks of files into continuous passages: chunks of one file with consecutive
     ``chunk_index`` become one passage, the overlap between them taken once (from the
     ``start_index``/``end_index`` offsets). Files by name, passages of a file in file order:
     the same material always renders the same, so prompts over it share their prefix.
 
     ``by_part``: a passage also ends where the page or the section (heading) changes, so that a
-    whole file in the prompt is numbered page by page and ``[n]`` names a page, not "p. 1-31"."""
-    boundary = _part if by_part else _place
+    whole file in the prompt is numbered page by page and ``[n]`` names a page, not "p. 1-31".
+    ``by_section``: a passage ends where the section changes, but runs on over a page break (an
+    article printed over two pages is one passage, "p. 3-4")."""
+    boundary = _part if by_part else _section if by_section else _place
     by_source: dict[str, list[Document]] = {}
     for chunk in chunks:
         by_source.setdefault(str(chunk.metadata.get("source", "")), []).append(chunk)
@@ -275,6 +286,17 @@ def pack(
             )
         )
     return Packed([], report)
+
+
+def hit_passages(hits: Sequence[Document]) -> list[Passage]:
+    """Search results as passages: hits that are neighbours in their file (consecutive chunks of
+    one section, a page break inside allowed) become one passage, so an article the splitter or
+    a page break cut reads whole, with its best score, relevance and rank; passages in the rank
+    of their best hit. Only hits are merged: search shows what was found, never a chunk between
+    two hits that was not."""
+    marked = [_with_rank(hit, rank) for rank, hit in enumerate(hits, start=1)]
+    passages = merge_chunks(marked, by_section=True)
+    return sorted(passages, key=lambda p: p.rank if p.rank is not None else len(marked) + 1)
 
 
 def _with_rank(hit: Document, rank: int) -> Document:

@@ -12,7 +12,7 @@ from langchain_core.documents import Document
 from chinese_mixtral_rag.chat_template import render_prompt
 from chinese_mixtral_rag.documents.splitter import ChineseTextSplitter
 from chinese_mixtral_rag.documents.tokens import ApproximateCounter
-from chinese_mixtral_rag.qa.packing import Passage, merge_chunks, pack
+from chinese_mixtral_rag.qa.packing import Passage, hit_passages, merge_chunks, pack
 from chinese_mixtral_rag.qa.prompts import passage_header, qa_messages
 
 APPROX = ApproximateCounter()
@@ -223,3 +223,53 @@ def test_a_document_table_and_its_page_both_show_in_the_header() -> None:
     table = Document("地区: 华东; 销售额: 120万", metadata={**meta, "table": 2, "row_start": 5})
     (passage,) = merge_chunks([table])
     assert passage_header(1, passage) == "[1] 来源：汇报.pptx，第 3 页，表 2 第 5 行"
+
+
+def scored(chunk: Document, score: float, relevance: float) -> Document:
+    """A chunk as the retriever returns it."""
+    return Document(
+        chunk.page_content, metadata={**chunk.metadata, "score": score, "relevance": relevance}
+    )
+
+
+def test_search_hits_that_are_neighbours_are_one_passage_in_the_rank_of_their_best_hit() -> None:
+    """An article cut by the splitter and by a page break, found as two hits, reads as one
+    passage ("p. 1-2") with its best score and relevance; passages follow the rank of their best
+    hit, not file order; a chunk between two hits that was not found is not filled in."""
+    first = "。".join(f"第{n}条规定了事项{n}" for n in range(1, 13)) + "。第十三条 其余事项"
+    then = "由国务院另行规定。" + "。".join(f"第{n}条规定了事项{n}" for n in range(14, 20))
+    chunks = chunk_file("宪法.pdf", [first, then], 40, 8)
+    on_first = [c for c in chunks if c.metadata["page"] == 1]
+    end_of_page, top_of_next = on_first[-1], chunks[len(on_first)]
+    assert len(on_first) >= 5  # chunks 0 and 2 lie apart from the page's end
+    other = Document("居住权不得继承。", metadata={"source": "a.txt", "id": "a.txt#0"})
+    hits = [
+        scored(top_of_next, 0.3, 0.5),
+        scored(other, 0.25, 0.6),
+        scored(end_of_page, 0.2, 0.9),
+        scored(chunks[2], 0.1, 0.4),
+        scored(chunks[0], 0.05, 0.3),
+    ]
+    passages = hit_passages(hits)
+    assert [p.rank for p in passages] == [1, 2, 4, 5]
+    article = passages[0]
+    assert article.chunk_ids == (end_of_page.metadata["id"], top_of_next.metadata["id"])
+    assert article.pages == "1-2"
+    assert article.text == f"{end_of_page.page_content}\n{top_of_next.page_content}"
+    assert "其余事项\n由国务院另行规定" in article.text
+    assert (article.score, article.relevance) == (0.3, 0.9)
+    assert passages[1].source == "a.txt"
+    assert [p.chunk_ids for p in passages[2:]] == [
+        (chunks[2].metadata["id"],),
+        (chunks[0].metadata["id"],),
+    ]
+
+
+def test_search_hits_in_two_sections_stay_two_passages() -> None:
+    """Neighbouring hits under two headings are two results, each naming its own section
+    (the packer still merges them into one passage of the prompt)."""
+    meta = {"source": "制度.docx", "title": "制度"}
+    a = Document("第一条 目的", metadata={**meta, "id": "d#0", "chunk_index": 0, "heading": "总则"})
+    b = Document("第二条 范围", metadata={**meta, "id": "d#1", "chunk_index": 1, "heading": "附则"})
+    assert [p.chunk_ids for p in hit_passages([b, a])] == [("d#1",), ("d#0",)]
+    assert [p.chunk_ids for p in merge_chunks([b, a])] == [("d#0", "d#1")]
