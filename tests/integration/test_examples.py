@@ -217,7 +217,9 @@ def test_ingest_and_ask_search_only_needs_no_model(
         assert section.startswith(question)
         assert "答：" not in section  # search only: passages, no answer
         hits = sources_after(section)
-        assert [n for n, _, _ in hits] == [1, 2, 3, 4, 5]
+        # The five best chunks; neighbours in a file (a section cut in two) are one passage.
+        assert [n for n, _, _ in hits] == list(range(1, len(hits) + 1))
+        assert 2 <= len(hits) <= 5
         assert hits[0][1] == expected, section
 
 
