@@ -42,8 +42,9 @@ def prompt_questions() -> Iterator[str]:
 
 
 def where(source: Any) -> str:
-    """A numbered source's file, and page, sheet or table and rows if it has them."""
+    """A numbered source's file, and page or section, sheet or table and rows if it has them."""
     place = [source.source, f"第 {source.page} 页" if source.page else ""]
+    place.append(source.section)  # a heading, in files without pages (DOCX, Markdown, HTML)
     place.append(f"工作表 {source.sheet}" if source.sheet else "")
     place.append(f"表 {source.table}" if source.table is not None and not source.sheet else "")
     place.append(f"第 {source.rows} 行" if source.rows else "")

@@ -24,10 +24,13 @@ from chinese_mixtral_rag import ChineseMixtralChat, build_qa_chain
 
 
 def where(source: Any) -> str:
-    """Where a numbered source is: its file, and page, sheet or table and rows if it has them."""
+    """Where a numbered source is: its file, and page or section, sheet or table and rows if it
+    has them."""
     place = [source.source]
     if source.page:
         place.append(f"第 {source.page} 页")
+    if source.section:  # a heading, in files without pages (DOCX, Markdown, HTML)
+        place.append(source.section)
     if source.sheet:
         place.append(f"工作表 {source.sheet}")
     elif source.table is not None:

@@ -156,8 +156,11 @@ def _search_text(sources: Sequence[Any]) -> str:
 
 
 def _where(source: Any) -> str:
-    """Page and rows after a source's name: " p.3", " sheet 一季度 rows 3-12", " table 2 rows 5"."""
+    """Page or section and rows after a source's name: " p.3", " section 第四章 住宿标准",
+    " sheet 一季度 rows 3-12", " table 2 rows 5"."""
     where = f" p.{source.page}" if source.page else ""
+    if source.section:
+        where += f" section {source.section}"
     if source.rows:
         table = f" table {source.table}" if source.table is not None else ""
         where += (f" sheet {source.sheet}" if source.sheet else table) + f" rows {source.rows}"

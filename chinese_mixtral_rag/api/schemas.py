@@ -118,6 +118,12 @@ class SourceOut(BaseModel):
         description='Row or row range of the sheet, table or CSV file ("3", "3-12"; the '
         'header is row 1 in most); "" for prose.',
     )
+    heading: str = Field(
+        default="",
+        description='Heading path of the section the passage opens in, levels joined by " > " '
+        'and the first often the document\'s title ("青禾…制度 > 第四章 住宿标准 > 第八条 …"; '
+        'DOCX, Markdown, HTML, EPUB, PPTX); "" for files without headings.',
+    )
 
 
 class ChatCompletion(BaseModel):

@@ -2,9 +2,10 @@
 
 ``qa`` (the default when a model is configured) streams the answer with numbered sources below;
 ``search`` needs no model and prints the numbered passages found, each with its file, page or
-rows and relevance; ``summarize`` summarises the files given with ``--source`` whole (map-reduce
-beyond the window), the way the web app's and the API's summary mode does. The knowledge base
-must exist: a name that is not there is an error listing those that are, and nothing is created.
+section, rows and relevance; ``summarize`` summarises the files given with ``--source`` whole
+(map-reduce beyond the window), the way the web app's and the API's summary mode does. The
+knowledge base must exist: a name that is not there is an error listing those that are, and
+nothing is created.
 """
 
 from __future__ import annotations
@@ -66,10 +67,13 @@ def _snippet(text: str, width: int = 60) -> str:
 
 
 def _where(source: Any) -> str:
-    """`` 第 3 页 工作表 一季度销售 第 3-12 行``: the page and rows of a source, or ""."""
+    """`` 第 3 页 工作表 一季度销售 第 3-12 行`` or `` 第四章 住宿标准 > 第八条 …``: the page or
+    section and the rows of a source, or ""."""
     from chinese_mixtral_rag.qa.citations import rows_label
 
     place = f" 第 {source.page} 页" if source.page else ""
+    if source.section:
+        place += f" {source.section}"
     if rows := rows_label(source.sheet, source.table, source.rows):
         place += f" {rows}"
     return place

@@ -1,5 +1,5 @@
-"""Citations: what an answer's ``[n]`` refers to (file, page, sheet or table and rows), and
-markers that refer to nothing removed.
+"""Citations: what an answer's ``[n]`` refers to (file, page or section, sheet or table and
+rows), and markers that refer to nothing removed.
 
 The model cites the numbered passages of its prompt; a marker beyond them (a hallucinated
 ``[7]`` when five passages were given) would send a reader to nothing, so it is removed from the
@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chinese_mixtral_rag.qa.packing import Passage
+from chinese_mixtral_rag.qa.packing import Passage, section_label
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,15 @@ class Source:
     """Number of the table in its document (DOCX, HTML, EPUB, PPTX); None elsewhere."""
     rows: str = ""
     """Row or row range of the sheet, table or CSV file ("3", "3-12"); "" for prose."""
+    heading: str = ""
+    """Heading path of the section the passage opens in ("标题 > 第四章 住宿标准 > 第八条 …",
+    DOCX, Markdown, HTML, EPUB, PPTX); "" for files without headings."""
+
+    @property
+    def section(self) -> str:
+        """The section to find it by, as the faces show it ("第四章 住宿标准 > 第八条 …"); "" where
+        a page is shown (the page is the position there) or there is no heading."""
+        return "" if self.page else section_label(self.heading, self.title)
 
     @classmethod
     def of(cls, n: int, passage: Passage) -> Source:
@@ -49,6 +58,7 @@ class Source:
             sheet=passage.sheet,
             table=passage.table,
             rows=passage.rows,
+            heading=passage.heading,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -54,6 +54,9 @@ class Passage:
     """First row of the sheet, table or CSV file (1-based, the header is row 1 in most)."""
     row_end: int | None = None
     title: str = ""
+    heading: str = ""
+    """Heading path of the section its first chunk lies in ("标题 > 第四章 住宿标准"); "" for
+    files without headings (PDFs, plain text)."""
     score: float = 0.0
     """Best fused retrieval score among its chunks (0 for material not retrieved)."""
     relevance: float = 0.0
@@ -70,6 +73,34 @@ class Passage:
     def rows(self) -> str:
         """Row or row range for citations ("3", "3-12"), "" for text that is not table rows."""
         return _range(self.row_start, self.row_end)
+
+    @property
+    def section(self) -> str:
+        """The section to find it by (:func:`section_label`); "" where a page is shown: the page
+        is the position there (a slide's title opens its text anyway)."""
+        return "" if self.page is not None else section_label(self.heading, self.title)
+
+
+#: Levels of a heading path shown: the deepest two say where a passage is without the header
+#: growing with the depth of the document.
+SECTION_LEVELS = 2
+
+
+def section_label(heading: str, title: str = "") -> str:
+    """A heading path as every face shows it: below the document's title (shown apart, or the
+    file name says it), its deepest :data:`SECTION_LEVELS` levels ("第四章 住宿标准 > 第八条
+    按城市等级确定住宿标准"); "" before the first heading."""
+    levels = [level for level in heading.split(" > ") if level]
+    if levels and levels[0] == title:
+        levels = levels[1:]
+    return " > ".join(levels[-SECTION_LEVELS:])
+
+
+def _chunk_section(meta: Mapping[str, Any]) -> str:
+    """:attr:`Passage.section` of a passage this chunk would open."""
+    if meta.get("page") is not None:
+        return ""
+    return section_label(str(meta.get("heading") or ""), str(meta.get("title") or ""))
 
 
 def _range(first: int | None, last: int | None) -> str:
@@ -208,6 +239,7 @@ def _passage(source: str, run: Sequence[Document]) -> Passage:
         row_start=min(firsts) if firsts else None,
         row_end=max(lasts or firsts) if firsts else None,
         title=str(metas[0].get("title", "") or ""),
+        heading=str(metas[0].get("heading", "") or ""),
         score=max(float(m.get("score", 0.0) or 0.0) for m in metas),
         relevance=max(float(m.get("relevance", 0.0) or 0.0) for m in metas),
         rank=min(ranks) if ranks else None,
@@ -264,6 +296,8 @@ def pack(
             )
             break
         cost = count(hit.page_content) + HEADER_TOKENS
+        if label := _chunk_section(meta):
+            cost += count(label)  # a section in the header is not in HEADER_TOKENS
         if used + cost > budget:
             report.left_out.append(
                 LeftOut(str(meta.get("source", "")), str(meta.get("id", "")), "budget")

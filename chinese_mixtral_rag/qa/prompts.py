@@ -60,12 +60,15 @@ def language_of(text: str) -> str:
 
 
 def passage_header(number: int, passage: Passage) -> str:
-    """``[n] 来源：file.pdf（标题），第 3 页`` or ``…，工作表 一季度销售 第 3-12 行`` — what the
-    model cites and the user sees."""
+    """``[n] 来源：file.pdf（标题），第 3 页``, ``…，第四章 住宿标准 > 第八条 …`` (a section, in
+    files without pages) or ``…，工作表 一季度销售 第 3-12 行`` — what the model cites and the
+    user sees."""
     name = passage.source
     if passage.title and passage.title not in name:
         name += f"（{passage.title}）"
     where = f"，第 {passage.pages} 页" if passage.pages else ""
+    if passage.section:
+        where += f"，{passage.section}"
     if rows := rows_label(passage.sheet, passage.table, passage.rows):
         where += f"，{rows}"
     return f"[{number}] 来源：{name}{where}"

@@ -62,9 +62,12 @@ def link_citations(answer: str, count: int) -> str:
 
 
 def where(source: Any, text: dict[str, str]) -> str:
-    """A source's page and rows in the page's language ("第 3 页", "工作表 一季度 第 3-12 行"),
-    so a cited chunk of rows can be found in its sheet or table; "" for neither."""
+    """A source's page or section and rows in the page's language ("第 3 页", "第四章 住宿标准
+    > 第八条 …", "工作表 一季度 第 3-12 行"), so a cited passage can be found in its file, sheet
+    or table; "" for none."""
     places = [text["page"].format(page=source.page)] if source.page else []
+    if source.section:
+        places.append(text["section"].format(heading=source.section))
     if source.rows:
         key = "sheet_rows" if source.sheet else "table_rows" if source.table is not None else "rows"
         places.append(text[key].format(sheet=source.sheet, table=source.table, rows=source.rows))
@@ -423,7 +426,7 @@ class WebApp:
             return link_citations(
                 "\n".join(
                     f"[{s.n}] {as_text(s.source)}"
-                    + (f" {place}" if (place := where(s, text)) else "")
+                    + (f" {as_text(place)}" if (place := where(s, text)) else "")
                     for s in sources
                 ),
                 len(sources),

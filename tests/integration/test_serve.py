@@ -23,6 +23,7 @@ pytest.importorskip("chromadb", reason="needs the rag extra")
 REPO = Path(__file__).resolve().parents[2]
 LAWS = REPO.parent / "shared" / "data" / "docs" / "laws"
 CONSTITUTION = "中华人民共和国宪法.pdf"
+POLICY = REPO / "examples" / "docs" / "公司差旅报销制度.docx"
 KEY = "test-key-0123456789"
 QUESTION = "中华人民共和国的行政区域是怎样划分的？"
 RESIDENCE = (
@@ -183,6 +184,23 @@ def test_search_mode_needs_no_model_and_restricting_sources_works(client: Any, l
         extra_body={"mode": "search", "sources": [CONSTITUTION]},
     )
     assert {s["source"] for s in only.model_extra["sources"]} <= {CONSTITUTION}
+
+
+def test_search_names_the_section_of_a_docx_passage(server: str, client: Any) -> None:
+    response = upload(server, "policies", (POLICY.name, POLICY.read_bytes()))
+    assert response.status_code == 200, response.text
+    question = "出差到一线城市，普通员工住宿费每晚最多报销多少元？"
+    found = client.chat.completions.create(
+        model="policies",
+        messages=[{"role": "user", "content": question}],
+        extra_body={"mode": "search"},
+    )
+    (limits,) = [s for s in found.model_extra["sources"] if "550 元" in s["text"]]
+    section = "第四章 住宿标准 > 第八条 按城市等级确定住宿标准"
+    assert limits["heading"].endswith(f" > {section}")  # the whole path, the title first
+    assert (limits["table"], limits["rows"], limits["page"]) == (1, "2-4", "")
+    listed = f"[{limits['n']}] {POLICY.name} section {section} table 1 rows 2-4"
+    assert listed in found.choices[0].message.content
 
 
 def test_an_uploaded_file_is_then_found_and_can_be_deleted(

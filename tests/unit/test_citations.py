@@ -4,6 +4,7 @@ whatever the pieces the text arrives in."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from itertools import pairwise
 
 from hypothesis import given
@@ -62,6 +63,51 @@ def test_a_cited_chunk_of_rows_says_its_sheet_and_rows_wherever_the_page_is_show
     assert where(table_source, TEXT["en"]) == "table 2, rows 5"
     assert where(pdf_source, TEXT["en"]) == "p. 3-4"
     assert "工作表 一季度销售 第 3-12 行" in source_cards([sheet_source], TEXT["zh"])
+
+
+def test_a_passage_of_a_file_without_pages_names_its_section_wherever_the_page_is_shown() -> None:
+    """DOCX, Markdown, HTML: the heading path below the title (its last two levels) is the
+    position, before the rows of a table; where a page is shown it stays the only position."""
+    from chinese_mixtral_rag.cli.ask import format_passages, format_sources
+    from chinese_mixtral_rag.qa.prompts import passage_header
+    from chinese_mixtral_rag.web.app import source_cards, where
+    from chinese_mixtral_rag.web.text import TEXT
+
+    title = "差旅费用报销制度"
+    path = f"{title} > 第四章 住宿标准 > 第八条 住宿限额"
+    table = Passage("差旅.docx", "城市: 北京", ("a",), 9, table=1, row_start=2, row_end=4)
+    table = replace(table, title=title, heading=path)
+    guide = Passage("简介.md", "路由器……", ("b",), 2, title="简介", heading="简介 > 路由 <b>")
+    slide = Passage("汇报.pptx", "季度目标", ("c",), 3, page=3, title="汇报", heading="季度目标")
+    opening = Passage("简介.md", "本文介绍……", ("d",), 0, title="简介", heading="简介")
+    deep = Passage("书.epub", "……", ("e",), 5, title="书", heading="上编 > 第一章 > 第一节 > 一、")
+    sources = [Source.of(n, p) for n, p in enumerate([table, guide, slide, opening, deep], 1)]
+    assert sources[0].heading == path  # the whole path for API clients
+    assert [s.section for s in sources] == [
+        "第四章 住宿标准 > 第八条 住宿限额",
+        "路由 <b>",
+        "",  # the page is the position; the slide's title opens its text
+        "",  # before the first heading below the title
+        "第一节 > 一、",
+    ]
+    assert sources[0].as_dict()["heading"] == path
+    lines = format_sources(sources, cited=[])
+    assert lines[0].startswith("[1] 差旅.docx 第四章 住宿标准 > 第八条 住宿限额 表 1 第 2-4 行  (")
+    assert lines[1].startswith("[2] 简介.md 路由 <b>  (")
+    assert lines[2].startswith("[3] 汇报.pptx 第 3 页  (")
+    assert lines[3].startswith("[4] 简介.md  (")
+    assert format_passages(sources[:1])[0] == lines[0].rsplit("  ", 1)[0]
+    assert where(sources[0], TEXT["zh"]) == "第四章 住宿标准 > 第八条 住宿限额 · 表 1 第 2-4 行"
+    assert where(sources[0], TEXT["en"]) == (
+        "section 第四章 住宿标准 > 第八条 住宿限额 · table 1, rows 2-4"
+    )
+    assert where(sources[2], TEXT["zh"]) == "第 3 页"
+    assert "路由 &lt;b&gt;" in source_cards(sources[1:2], TEXT["zh"])  # a heading is text
+    assert passage_header(1, table) == (
+        "[1] 来源：差旅.docx（差旅费用报销制度），第四章 住宿标准 > 第八条 住宿限额，表 1 第 2-4 行"
+    )
+    assert passage_header(2, slide) == "[2] 来源：汇报.pptx，第 3 页"
+    assert passage_header(3, opening) == "[3] 来源：简介.md"
 
 
 def test_rows_without_a_sheet_or_table_are_csv_rows() -> None:
