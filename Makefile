@@ -32,7 +32,7 @@ endif
 # (search-only until MODEL points at a Chinese-Mixtral GGUF file or HF checkpoint directory).
 app: install
 	$(BIN)/python -m ingest examples/docs --collection examples -q $(if $(MODEL),--model-path "$(MODEL)")
-	$(BIN)/cmrag web --collection examples $(if $(MODEL),--model-path "$(MODEL)")
+	$(BIN)/cmrag web --collection examples --examples examples/README.md $(if $(MODEL),--model-path "$(MODEL)")
 
 DOCS ?= ../shared/data/docs/laws
 ingest: install

@@ -600,13 +600,17 @@ def _ingest(
     service: Service,
     kb: Any,
     saved: Sequence[Path],
-    progress: Callable[[int, int, str], None] | None = None,
-    ocr: Callable[[str, int, int], None] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> UploadResult:
-    """Check and ingest saved uploads (in a worker thread)."""
+    """Check and ingest saved uploads (in a worker thread); ``on_event`` hears each file being
+    read, done, and its scanned pages (``UploadProgress`` events)."""
     from chinese_mixtral_rag.documents.limits import FileLimits
     from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
-    from chinese_mixtral_rag.documents.uploads import check_uploads, ingest_uploads
+    from chinese_mixtral_rag.documents.uploads import (
+        UploadProgress,
+        check_uploads,
+        ingest_uploads,
+    )
 
     accepted, refused = check_uploads(saved, FileLimits.for_store(service.settings))
     supported = " ".join(sorted(SUPPORTED_EXTENSIONS))
@@ -625,7 +629,8 @@ def _ingest(
             "; ".join(f"{r.name}: {r.reason}" for r in refused_out) or "No files.",
             code="refused",
         )
-    report = ingest_uploads(accepted, kb, service.settings, progress=progress, ocr=ocr)
+    progress = UploadProgress([p.name for p in accepted], on_event)
+    report = ingest_uploads(accepted, kb, service.settings, progress=progress)
 
     def sources(status: str) -> list[str]:
         return [o.source for o in report.outcomes if o.status == status]
@@ -646,15 +651,9 @@ def _ingest_events(service: Service, kb: Any, saved: Sequence[Path]) -> Iterator
     """Progress events of an ingest running in its own thread, then its result (or error)."""
     lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
-    def progress(done: int, total: int, source: str) -> None:
-        lines.put({"event": "progress", "done": done, "total": total, "file": source})
-
-    def ocr(source: str, done: int, total: int) -> None:
-        lines.put({"event": "ocr", "file": source, "pages_done": done, "pages": total})
-
     def work() -> None:
         try:
-            result = _ingest(service, kb, saved, progress, ocr)
+            result = _ingest(service, kb, saved, lines.put)
             lines.put({"event": "done", **result.model_dump()})
         except APIError as exc:
             lines.put({"event": "error", **error_body(str(exc), exc.kind, exc.code)})

@@ -70,6 +70,10 @@ class IngestProgress(ProgressHook):
             self.task, rate=f"{done / elapsed:.1f} files/s  {self.chunks / elapsed:.0f} chunks/s"
         )
 
+    def reading(self, source: str) -> None:
+        if self.task is not None:  # the file being read, from the first second
+            self.progress.update(self.task, unit=f"files  {printable(source)}")
+
     def pages(self, source: str, done: int, total: int) -> None:
         task = self.ocr_tasks.get(source)
         if task is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from chinese_mixtral_rag.cli.flags import add_model_flags, add_store_flags, settings_from
 from chinese_mixtral_rag.errors import ChineseMixtralError
@@ -13,6 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")
     parser.add_argument("--auth", help="require a login, given as user:password")
     parser.add_argument("--lang", choices=["zh", "en"], default="zh", help="interface language")
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        help="a text or Markdown file whose questions (lines or table cells ending in ？ or ?) "
+        "the page offers as chips, e.g. examples/README.md",
+    )
     add_store_flags(
         parser.add_argument_group("store (defaults from CMR_* environment variables)"),
         collection="knowledge base shown first (name or id)",
@@ -35,7 +42,17 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"collection": kb.display_name})
     from chinese_mixtral_rag.web import WebApp, launch  # Gradio: seconds to import
 
-    app = WebApp(settings, lang=args.lang)
+    examples: list[str] = []
+    if args.examples:
+        from chinese_mixtral_rag.web.app import example_questions
+
+        try:
+            examples = example_questions(args.examples)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChineseMixtralError(
+                f"--examples {args.examples}: cannot read it ({exc}); give a UTF-8 text file."
+            ) from exc
+    app = WebApp(settings, lang=args.lang, examples=examples)
     app.load_model()
     if app.model_error:  # at start, not at the first question
         raise ChineseMixtralError(app.model_error)

@@ -25,7 +25,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -127,6 +127,10 @@ class ProgressHook:
     def vectors(self, done: int, pending: int) -> None:
         """Vectors computed: ``done`` chunks so far in this run, ``pending`` known still to do."""
 
+    def reading(self, source: str) -> None:
+        """A new or changed file is being read (files are read several at a time with workers):
+        what a progress line names before the first file is done."""
+
     def pages(self, source: str, done: int, total: int) -> None:
         """OCR in a file being parsed: ``done`` of its ``total`` pages to OCR are read."""
 
@@ -186,18 +190,19 @@ def chunker_fingerprint(spec: ChunkingSpec) -> str:
     return f"{SPLITTER_VERSION}|{splitter.counter.name}|{size}|{limits}"
 
 
-PagesCallback = Callable[[str, int, int], None]
-
-
-def parse_file(job: _Job, pages: PagesCallback | None = None) -> _Parsed:
-    """Load, split and tokenize one file; failures are returned, never raised. OCR progress goes
-    to ``pages(source, done, total)``."""
+def parse_file(job: _Job, progress: ProgressHook | None = None) -> _Parsed:
+    """Load, split and tokenize one file; failures are returned, never raised. Its start goes to
+    ``progress.reading``, OCR progress to ``progress.pages``."""
     from chinese_mixtral_rag.documents import ocr
     from chinese_mixtral_rag.documents.loaders import load_file
     from chinese_mixtral_rag.store.lexical import lexical_terms
 
     parsed = _Parsed(job)
-    report = (lambda done, total: pages(job.source, done, total)) if pages else None
+    report = None
+    if progress is not None:
+        progress.reading(job.source)
+        hook = progress
+        report = lambda done, total: hook.pages(job.source, done, total)  # noqa: E731
     try:
         with ocr.reporting_pages(report):
             documents = load_file(job.path, job.limits, parsed.notes)
@@ -220,19 +225,29 @@ def parse_file(job: _Job, pages: PagesCallback | None = None) -> _Parsed:
     return parsed
 
 
-_pages_queue: Any = None
-"""In a worker process: where OCR progress goes (a multiprocessing queue read by the ingest)."""
+_events: Any = None
+"""In a worker process: where its progress goes (a multiprocessing queue read by the ingest)."""
 
 
-def _start_worker(parent: int, pages_queue: Any) -> None:
-    """Worker initializer: die with the ingest, report OCR pages through ``pages_queue``."""
-    global _pages_queue
-    _pages_queue = pages_queue
+class _QueuedProgress(ProgressHook):
+    """A worker's progress as ``(method, *args)`` on the queue the ingest drains."""
+
+    def reading(self, source: str) -> None:
+        _events.put(("reading", source))
+
+    def pages(self, source: str, done: int, total: int) -> None:
+        _events.put(("pages", source, done, total))
+
+
+def _start_worker(parent: int, events: Any) -> None:
+    """Worker initializer: die with the ingest, report progress through ``events``."""
+    global _events
+    _events = events
     _die_with_parent(parent)
 
 
 def _parse_in_worker(job: _Job) -> _Parsed:
-    return parse_file(job, lambda source, done, total: _pages_queue.put((source, done, total)))
+    return parse_file(job, _QueuedProgress())
 
 
 def _die_with_parent(parent: int) -> None:
@@ -258,28 +273,29 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cmrag-parent-watch", daemon=True).start()
 
 
-def _run(jobs: Sequence[_Job], workers: int, pages: PagesCallback) -> Iterator[_Parsed]:
-    """Parse in worker processes (bounded in flight, so memory stays bounded), or inline; OCR
-    progress from the workers is handed to ``pages`` while they run."""
+def _run(jobs: Sequence[_Job], workers: int, progress: ProgressHook) -> Iterator[_Parsed]:
+    """Parse in worker processes (bounded in flight, so memory stays bounded), or inline; the
+    workers' ``reading`` and ``pages`` events are handed to ``progress`` while they run."""
     if workers <= 1 or len(jobs) < 4:
         for job in jobs:
-            yield parse_file(job, pages)
+            yield parse_file(job, progress)
         return
     context = multiprocessing.get_context("spawn")
-    pages_queue = context.Queue()
+    events = context.Queue()
 
     def drain() -> None:
         while True:
             try:
-                pages(*pages_queue.get_nowait())
+                method, *args = events.get_nowait()
             except queue.Empty:
                 return
+            getattr(progress, method)(*args)
 
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(os.getpid(), pages_queue),
+        initargs=(os.getpid(), events),
     ) as pool:
         waiting = iter(jobs)
         running: set[Future[_Parsed]] = set()
@@ -552,7 +568,7 @@ def ingest(
             kb.collection  # noqa: B018 - opened (and checked) once, before two threads use it
         with _VectorStage(kb, report, progress, batch) as vectors:
             writer = _Writer(kb, report, progress, batch, vectors, started)
-            for parsed in _run(jobs, count, progress.pages):
+            for parsed in _run(jobs, count, progress):
                 if vectors.error is not None:
                     break  # the store or the embedder failed: finish() below raises it
                 if parsed.error:

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from chinese_mixtral_rag.documents.limits import FileLimits
 from chinese_mixtral_rag.documents.pipeline import (
@@ -61,32 +61,71 @@ def check_uploads(paths: Sequence[Path], limits: FileLimits) -> tuple[list[Path]
     return accepted, refused
 
 
-class _Progress(ProgressHook):
-    """Calls ``report(done, total, source)`` as each new or changed file finishes, and
-    ``ocr(source, done, total)`` as the pages of a scan are read."""
+@dataclass
+class FileProgress:
+    """Where one uploaded file is in its ingest."""
+
+    state: Literal["waiting", "reading", "done"] = "waiting"
+    pages_done: int = 0
+    pages: int = 0
+    """Pages of a scan to OCR (0: none, or not known yet)."""
+    outcome: FileOutcome | None = None
+
+
+class UploadProgress(ProgressHook):
+    """An upload's ingest file by file, for a face to show while it runs (the web app redraws
+    ``files``; the API streams each change as an event dict to ``on_event``)."""
 
     def __init__(
-        self,
-        report: Callable[[int, int, str], None] | None,
-        ocr: Callable[[str, int, int], None] | None = None,
+        self, names: Sequence[str], on_event: Callable[[dict[str, Any]], None] | None = None
     ) -> None:
-        self.report = report
-        self.ocr = ocr
+        self.files = {name: FileProgress() for name in names}
+        self.on_event = on_event
         self.done = 0
-        self.total = 1
+        self.total = max(len(names), 1)
+        """Files to read (new or changed), known once the ingest has hashed them."""
+        self.chunks = 0
+        self.vectors_done = 0
+        self.vectors_pending = 0
 
-    def pages(self, source: str, done: int, total: int) -> None:
-        if self.ocr is not None:
-            self.ocr(source, done, total)
+    def _file(self, source: str) -> FileProgress:
+        return self.files.setdefault(source, FileProgress())
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
 
     def start(self, files: int, to_parse: int) -> None:
         self.total = max(to_parse, 1)
 
+    def reading(self, source: str) -> None:
+        self._file(source).state = "reading"
+        self._send({"event": "reading", "file": source})
+
+    def pages(self, source: str, done: int, total: int) -> None:
+        file = self._file(source)
+        file.pages_done, file.pages = done, total
+        self._send({"event": "ocr", "file": source, "pages_done": done, "pages": total})
+
     def file_done(self, outcome: FileOutcome) -> None:
+        if outcome.status == "removed":
+            return
+        file = self._file(outcome.source)
+        file.state, file.outcome = "done", outcome
         if outcome.status in {"added", "updated", "failed"}:
             self.done += 1
-            if self.report is not None:
-                self.report(self.done, self.total, outcome.source)
+            self.chunks += outcome.chunks
+            self._send(
+                {
+                    "event": "progress",
+                    "done": self.done,
+                    "total": self.total,
+                    "file": outcome.source,
+                }
+            )
+
+    def vectors(self, done: int, pending: int) -> None:
+        self.vectors_done, self.vectors_pending = done, pending
 
 
 def ingest_uploads(
@@ -94,19 +133,17 @@ def ingest_uploads(
     kb: KnowledgeBase,
     settings: Settings,
     *,
-    progress: Callable[[int, int, str], None] | None = None,
-    ocr: Callable[[str, int, int], None] | None = None,
+    progress: ProgressHook | None = None,
 ) -> IngestReport:
     """Copy accepted uploads into the upload folder and ingest that folder; files that fail
-    are not kept. ``progress(done, total, source)`` per file, ``ocr(source, done, total)`` per
-    page of a scan."""
+    are not kept. ``progress`` (an :class:`UploadProgress`, say) hears how it goes."""
     limits = FileLimits.for_store(settings)
     folder = upload_dir(settings, kb.name)
     folder.mkdir(parents=True, exist_ok=True)
     for path in accepted:
         shutil.copyfile(path, folder / path.name)
     spec = ChunkingSpec.for_store(settings, kb)
-    report = ingest(folder, kb, spec, workers=0, progress=_Progress(progress, ocr), limits=limits)
+    report = ingest(folder, kb, spec, workers=0, progress=progress, limits=limits)
     for outcome in report.failures:
         (folder / outcome.source).unlink(missing_ok=True)  # keep only what is stored
     return report

@@ -11,8 +11,10 @@ import html
 import itertools
 import re
 import time
-from collections.abc import Iterator, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ class Conversation:
     history: list[tuple[str, str]] = field(default_factory=list)
     answering: bool = False
     """An answer is being streamed into the last message (Stop marks it as stopped)."""
+    plain: str = ""
+    """The last answer as plain text with its cited sources (what 复制回答 copies)."""
 
 
 #: What can start markup in a line of text: code, emphasis, links and images (HTML is escaped
@@ -105,11 +109,54 @@ def highlight(passage: str, question: str) -> str:
     return "".join(out)
 
 
+#: Chunks a preview link names at most (a whole page of a file read whole is a few dozen).
+_PREVIEW_CHUNKS = 40
+
+
+def first_page(source: Any) -> int | None:
+    """The cited page a link opens at: the first of a range ("3-4" -> 3)."""
+    head = str(source.page or "").split("-")[0]
+    return int(head) if head.isdigit() else None
+
+
+def original_links(source: Any, kb_id: str, text: dict[str, str]) -> str:
+    """The card's way back to the original: a link to the file as the app serves it (a PDF
+    opens at the cited page) and, for PDF pages and pictures, a preview of the page with the
+    passage marked, loaded only when opened."""
+    from chinese_mixtral_rag.web.originals import has_preview
+
+    if not kb_id or not source.chunk_ids:
+        return ""
+    kb = urllib.parse.quote(kb_id, safe="")
+    page = first_page(source)
+    name = urllib.parse.quote(Path(source.source).name)
+    anchor = f"#page={page}" if page and source.source.lower().endswith(".pdf") else ""
+    href = f"/cmrag/original/{kb}/{urllib.parse.quote(source.chunk_ids[0], safe='')}/{name}"
+    links = (
+        f"<a class='open-original' href='{html.escape(href + anchor)}' target='_blank' "
+        f"rel='noopener'>{text['open_original']}</a>"
+    )
+    if has_preview(source.source, page):
+        ids = ",".join(urllib.parse.quote(i, safe="") for i in source.chunk_ids[:_PREVIEW_CHUNKS])
+        src = f"/cmrag/preview/{kb}/{page or 1}/{ids}.png"
+        links += (
+            f"<details class='page-preview'><summary>{text['preview']}</summary>"
+            f"<img loading='lazy' src='{html.escape(src)}' "
+            f"alt='{html.escape(text['preview_alt'].format(page=page or 1))}'></details>"
+        )
+    return f"<div class='original'>{links}</div>"
+
+
 def source_cards(
-    sources: Sequence[Any], text: dict[str, str], cited: Sequence[int] = (), question: str = ""
+    sources: Sequence[Any],
+    text: dict[str, str],
+    cited: Sequence[int] = (),
+    question: str = "",
+    kb_id: str = "",
 ) -> str:
     """Numbered source cards (HTML): file, page or rows, relevance and the passage with the
-    question's words marked; most relevant first (each keeps its [n]), the first
+    question's words marked, a link to the original and a preview of its page (``kb_id``: the
+    knowledge base they come from); most relevant first (each keeps its [n]), the first
     :data:`SHOWN_CARDS` open, the rest under "更多来源"."""
     if not sources:
         return f"<div class='sources'>{text['no_sources']}</div>"
@@ -122,7 +169,8 @@ def source_cards(
             f"<div class='source-card' id='src-{source.n}'>"
             f"<b>[{source.n}] {html.escape(source.source)}</b>{mark}"
             f"<span class='meta'>{html.escape(page)} · {text['relevance']} "
-            f"{source.relevance:.2f}</span><p>{highlight(source.text, question)}</p></div>"
+            f"{source.relevance:.2f}</span><p>{highlight(source.text, question)}</p>"
+            f"{original_links(source, kb_id, text)}</div>"
         )
     shown, more = cards[:SHOWN_CARDS], cards[SHOWN_CARDS:]
     rest = (
@@ -134,6 +182,98 @@ def source_cards(
     return "<div class='sources'>" + "".join(shown) + rest + "</div>"
 
 
+def when(stamp: str, text: dict[str, str], now: datetime | None = None) -> str:
+    """An ingest time as people say it, in local time: "今天 14:05", "昨天 09:10", "12月1日
+    14:05", "2025年3月4日" ("" when unknown)."""
+    try:
+        moment = datetime.fromisoformat(stamp).astimezone()
+    except ValueError:
+        return stamp
+    now = (now or datetime.now()).astimezone()
+    clock = moment.strftime("%H:%M")
+    if moment.date() == now.date():
+        return text["today"].format(time=clock)
+    if moment.date() == (now - timedelta(days=1)).date():
+        return text["yesterday"].format(time=clock)
+    key = "this_year" if moment.year == now.year else "other_year"
+    return text[key].format(
+        year=moment.year, month=moment.month, day=moment.day, time=clock, mon=moment.strftime("%b")
+    )
+
+
+_QUESTION_LINE = re.compile(r"^\s*(?:[-*]|\d+[.)])?\s*\|?\s*([^|]+?[？?])\s*(?:\||$)")
+
+
+def example_questions(path: Path, limit: int = 8) -> list[str]:
+    """Example questions for the page's chips: the lines (or a table's first cells) of a text
+    or Markdown file that end in a question mark, in order, each once."""
+    found: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = _QUESTION_LINE.match(line)
+        if match:
+            question = match.group(1).strip().strip("`*").strip()
+            if question and question not in found:
+                found.append(question)
+    return found[:limit]
+
+
+def plain_answer(
+    answer: str, sources: Sequence[Any], cited: Sequence[int], text: dict[str, str]
+) -> str:
+    """The answer as a reader copies it: plain text with its markers, then the sources it
+    cites (file and position), no Markdown or HTML escapes."""
+    lines = [answer.strip()]
+    cited_sources = [s for s in sources if s.n in cited]
+    if cited_sources:
+        lines.append("")
+        lines.append(text["copied_sources"])
+        for source in cited_sources:
+            place = where(source, text)
+            lines.append(f"[{source.n}] {source.source}" + (f" {place}" if place else ""))
+    return "\n".join(lines)
+
+
+def upload_status(progress: Any, text: dict[str, str], final: bool = False) -> str:
+    """An upload's ingest file by file (Markdown): how many are done, what is being read now
+    (with its scanned pages), chunks written, vectors computed; then each file's outcome."""
+    files = progress.files
+    lines = []
+    if not final:
+        lines.append(
+            text["upload_head"].format(
+                done=progress.done, total=progress.total, chunks=progress.chunks
+            )
+            + (
+                text["upload_vectors"].format(
+                    done=progress.vectors_done,
+                    total=progress.vectors_done + progress.vectors_pending,
+                )
+                if progress.vectors_pending
+                else ""
+            )
+        )
+    for name, file in files.items():
+        shown = as_text(name)
+        outcome = file.outcome
+        if outcome is None and file.state == "reading":
+            pages = (
+                text["upload_ocr"].format(done=file.pages_done, total=file.pages)
+                if file.pages
+                else ""
+            )
+            lines.append(f"- ⏳ {shown}：{text['upload_reading']}{pages}")
+        elif outcome is None:
+            lines.append(f"- · {shown}：{text['upload_waiting']}")
+        elif outcome.status == "failed":
+            failed = text["failed"].format(name=shown, reason=as_text(outcome.reason))
+            lines.append(f"- ❌ {failed}")
+        elif outcome.status == "unchanged":
+            lines.append(f"- ✓ {shown}：{text['upload_unchanged']}")
+        else:
+            lines.append(f"- ✅ {shown}：{text['upload_chunks'].format(n=outcome.chunks)}")
+    return "\n".join(lines)
+
+
 #: Seconds between redraws of a streaming answer.
 STREAM_INTERVAL = 0.1
 
@@ -141,8 +281,16 @@ STREAM_INTERVAL = 0.1
 class WebApp:
     """The app's server side: settings, the model (if any), knowledge bases, the QA chains."""
 
-    def __init__(self, settings: Settings | None = None, chat: Any = None, lang: str = "zh"):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        chat: Any = None,
+        lang: str = "zh",
+        examples: Sequence[str] = (),
+    ):
         self.settings = settings or Settings()
+        self.examples = list(examples)
+        """Questions offered as chips above the question box."""
         self.lang = lang if lang in TEXT else "zh"
         self.text = TEXT[self.lang]
         self.modes = MODES[self.lang]
@@ -236,7 +384,12 @@ class WebApp:
             return []
         states = kb.file_states()
         return [
-            [s.source, s.chunks, s.ingested_at[:19], self.text[f"state_{s.search_state}"]]
+            [
+                s.source,
+                s.chunks,
+                when(s.ingested_at, self.text),
+                self.text[f"state_{s.search_state}"],
+            ]
             for s in sorted(states.values(), key=lambda s: s.source)
         ]
 
@@ -266,12 +419,21 @@ class WebApp:
         return upload_dir(self.settings, self.kb(collection).name)  # by id: a rename keeps it
 
     def ingest_files(
-        self, paths: Sequence[str], collection: str, progress: Any = None
+        self,
+        paths: Sequence[str],
+        collection: str,
+        watch: Callable[[Any], None] | None = None,
     ) -> tuple[str, list[str]]:
-        """Check, copy and ingest uploaded files; returns (status message, warnings)."""
+        """Check, copy and ingest uploaded files; returns (status message, warnings).
+        ``watch`` gets the :class:`~chinese_mixtral_rag.documents.uploads.UploadProgress` before
+        the ingest starts, for the page to redraw (:func:`upload_status`) while it runs."""
         from chinese_mixtral_rag.documents.limits import FileLimits
         from chinese_mixtral_rag.documents.loaders import SUPPORTED_EXTENSIONS
-        from chinese_mixtral_rag.documents.uploads import check_uploads, ingest_uploads
+        from chinese_mixtral_rag.documents.uploads import (
+            UploadProgress,
+            check_uploads,
+            ingest_uploads,
+        )
 
         text = self.text
         if not paths:
@@ -290,17 +452,10 @@ class WebApp:
         if not accepted:
             raise ChineseMixtralError("\n".join(problems))
 
-        def report_progress(done: int, total: int, source: str) -> None:
-            if progress is not None:
-                progress((done, total), desc=source)
-
-        def report_pages(source: str, done: int, total: int) -> None:
-            if progress is not None:
-                progress((done, total), desc=text["ocr_pages"].format(name=source))
-
-        report = ingest_uploads(
-            accepted, kb, self.settings, progress=report_progress, ocr=report_pages
-        )
+        progress = UploadProgress([p.name for p in accepted])
+        if watch is not None:
+            watch(progress)
+        report = ingest_uploads(accepted, kb, self.settings, progress=progress)
         lines = [
             text["ingested"].format(
                 added=report.count("added"),
@@ -309,9 +464,8 @@ class WebApp:
                 failed=report.count("failed"),
             )
         ]
-        for outcome in report.failures:
-            lines.append(text["failed"].format(name=outcome.source, reason=outcome.reason))
-        return "\n\n".join([*problems, *lines]), problems
+        lines.append(upload_status(progress, text, final=True))
+        return "\n\n".join([*map(as_text, problems), *lines]), problems
 
     def remove(self, collection: str, source: str) -> str:
         from chinese_mixtral_rag.documents.uploads import remove_document
@@ -357,7 +511,8 @@ class WebApp:
         if not rerank:
             options["reranker"] = None
         options["context_tokens"] = int(material) or None  # 0: all the window leaves
-        qa = build_qa_chain(chat, kb=self.kb(collection), settings=self.settings, **options)
+        kb = self.kb(collection)
+        qa = build_qa_chain(chat, kb=kb, settings=self.settings, **options)
         request: dict[str, Any] = {
             "question": question,
             "mode": mode,
@@ -398,10 +553,12 @@ class WebApp:
             if "cited" in event:
                 cited = list(event["cited"])
             if changed:
-                cards = source_cards(sources, text, cited, question)
+                cards = source_cards(sources, text, cited, question, kb.name)
             now = time.monotonic()
-            if not changed and now - shown_at < STREAM_INTERVAL:
-                continue  # a redraw per token freezes the page on long answers: ~10 a second
+            if not changed and now - shown_at < STREAM_INTERVAL * (1 + len(answer) / 2000):
+                # A redraw per token freezes the page on long answers, and the browser renders
+                # the whole message each time: ~10 a second, fewer as the answer grows.
+                continue
             shown_at = now
             messages[-1] = {
                 "role": "assistant",
@@ -413,7 +570,9 @@ class WebApp:
         history = conversation.history
         if mode in {"qa", "chat"} and question:
             history = [*history, (question, answer)]
-        yield Conversation(messages, history), source_cards(sources, text, cited, question), budget
+        plain = plain_answer(answer, sources, cited, text) if answer else ""
+        cards = source_cards(sources, text, cited, question, kb.name)
+        yield Conversation(messages, history, plain=plain), cards, budget
 
     def _shown(
         self, mode: str, answer: str, sources: Sequence[Any], stage: str, final: bool = False
@@ -447,7 +606,16 @@ class WebApp:
             elif content.startswith("*") and content.endswith("…*"):
                 content = ""  # stopped before the first word: no stage line left behind
             messages[-1] = {"role": "assistant", "content": content + self.text["stopped"]}
-        return Conversation(messages, conversation.history)
+        return Conversation(messages, conversation.history, plain=conversation.plain)
+
+    # -- originals ------------------------------------------------------------------------------
+
+    def original(self, kb_id: str, chunk_ids: Sequence[str]) -> Any:
+        """The file behind cited chunks (:class:`~.originals.Original`); only a knowledge base's
+        own files are found, by the chunks' metadata."""
+        from chinese_mixtral_rag.web.originals import find_original
+
+        return find_original(self.kb(kb_id), list(chunk_ids), self.text)
 
     def _mode(self, label: str) -> tuple[str, bool]:
         for shown, mode, needs in self.modes.values():

@@ -61,6 +61,31 @@ TEXT: dict[str, dict[str, str]] = {
         "table_rows": "表 {table} 第 {rows} 行",
         "rows": "第 {rows} 行",
         "relevance": "相关度",
+        "open_original": "打开原文",
+        "preview": "页面预览",
+        "preview_alt": "第 {page} 页，引用段落以黄色标出",
+        "gone_passage": "这段引文已不在知识库中（文件已删除或重新导入）：请重新提问。",
+        "gone_file": "{name} 的原文件已不在 {path}：请放回原处，或从新位置重新导入。",
+        "changed_file": "{name} 在导入后已改动，页码可能与引文不符。重新导入可更新引文；"
+        "仍要打开请点：",
+        "open_anyway": "打开现在的文件",
+        "today": "今天 {time}",
+        "yesterday": "昨天 {time}",
+        "this_year": "{month}月{day}日 {time}",
+        "other_year": "{year}年{month}月{day}日",
+        "examples": "示例问题",
+        "copy": "复制回答",
+        "copied": "已复制回答（纯文本）。",
+        "copied_sources": "来源：",
+        "tab_chat": "对话",
+        "tab_kb": "知识库管理",
+        "upload_head": "**导入中：{done}/{total} 个文件完成**，已写入 {chunks:,} 个片段",
+        "upload_vectors": "，向量 {done:,}/{total:,}",
+        "upload_reading": "读取中…",
+        "upload_ocr": "OCR 第 {done}/{total} 页",
+        "upload_waiting": "等待",
+        "upload_unchanged": "未变（已导入过）",
+        "upload_chunks": "{n:,} 个片段",
         "bad_kb": "知识库名称无效：{reason}",
         "col_file": "文件",
         "col_chunks": "片段数",
@@ -135,6 +160,33 @@ TEXT: dict[str, dict[str, str]] = {
         "table_rows": "table {table}, rows {rows}",
         "rows": "rows {rows}",
         "relevance": "relevance",
+        "open_original": "Open the original",
+        "preview": "Page preview",
+        "preview_alt": "Page {page}, the cited passage marked in yellow",
+        "gone_passage": "This passage is no longer in the knowledge base (its file was removed "
+        "or ingested again): ask again.",
+        "gone_file": "The original of {name} is no longer at {path}: put it back, or ingest it "
+        "again from where it is now.",
+        "changed_file": "{name} changed after it was ingested: its pages may not match the "
+        "citation. Ingest it again to update the citations; to open it anyway:",
+        "open_anyway": "open the file as it is now",
+        "today": "today {time}",
+        "yesterday": "yesterday {time}",
+        "this_year": "{day} {mon} {time}",
+        "other_year": "{day} {mon} {year}",
+        "examples": "Example questions",
+        "copy": "Copy answer",
+        "copied": "Answer copied (plain text).",
+        "copied_sources": "Sources:",
+        "tab_chat": "Chat",
+        "tab_kb": "Knowledge bases",
+        "upload_head": "**Ingesting: {done}/{total} files done**, {chunks:,} chunks written",
+        "upload_vectors": ", vectors {done:,}/{total:,}",
+        "upload_reading": "reading…",
+        "upload_ocr": " OCR page {done}/{total}",
+        "upload_waiting": "waiting",
+        "upload_unchanged": "unchanged (ingested before)",
+        "upload_chunks": "{n:,} chunks",
         "bad_kb": "Invalid knowledge base name: {reason}",
         "col_file": "file",
         "col_chunks": "chunks",
@@ -174,4 +226,28 @@ CSS = """
 .source-card:target { border-color: #f59e0b; background: #fffbeb; }
 .source-card .meta { color: #666; font-size: 0.9em; }
 .source-card p { white-space: pre-wrap; margin: 4px 0 0; }
+.source-card .original { margin-top: 4px; font-size: 0.9em; }
+.source-card .page-preview img { max-width: 100%; border: 1px solid #ddd; margin-top: 4px; }
+#example-chips button { flex: 0 1 auto; min-width: 0; border-radius: 999px; }
+@media (max-width: 768px) { #chatbot { height: 45vh !important; } }
 """
+
+#: Gradio's own words (the upload box, "Loading", "Clear") in Chinese also in a browser set to
+#: English: a Chinese page should not say "Drop File Here - or - Click to Upload". Gradio picks
+#: its words by the browser's language; these replace its English ones (``gr.I18n``).
+GRADIO_ZH: dict[str, str] = {
+    "upload_text.click_to_upload": "点击上传",
+    "upload_text.drop_file": "将文件拖放到此处",
+    "upload_text.paste_clipboard": "从剪贴板粘贴",
+    "file.uploading": "正在上传…",
+    "common.or": "或",
+    "common.clear": "清除",
+    "common.loading": "加载中",
+    "common.error": "错误",
+    "common.remove": "移除",
+    "common.download": "下载",
+    "common.empty": "空",
+    "common.settings": "设置",
+    "common.language": "语言",
+    "chatbot.clear": "清空对话",
+}

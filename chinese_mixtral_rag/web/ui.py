@@ -11,12 +11,16 @@ import html
 import inspect
 import json
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from chinese_mixtral_rag.errors import ChineseMixtralError
-from chinese_mixtral_rag.web.app import Conversation, WebApp, as_text
-from chinese_mixtral_rag.web.text import CSS
+from chinese_mixtral_rag.web.app import Conversation, WebApp, as_text, upload_status
+from chinese_mixtral_rag.web.text import CSS, GRADIO_ZH
+
+#: Seconds between redraws of an upload's progress.
+UPLOAD_REDRAW = 0.3
 
 
 def build_app(app: WebApp | None = None) -> Any:
@@ -26,10 +30,10 @@ def build_app(app: WebApp | None = None) -> Any:
 
     web = app or WebApp()
     web.load_model()
-    PROGRESS = gr.Progress()
     text = web.text
-    labels = [label for label, _, _ in web.modes.values()]
-    default_mode = labels[0] if web.chat is not None else web.modes["search"][0]
+    # Without a model only search works: the modes that need one are not offered.
+    labels = [label for label, mode, _ in web.modes.values() if web.chat or mode == "search"]
+    default_mode = labels[0]
 
     def table(rows: list[list[Any]]) -> list[list[Any]]:
         """Document rows for the Dataframe: its plain-text cells drop ``<`` and ``>`` (a file
@@ -83,86 +87,107 @@ def build_app(app: WebApp | None = None) -> Any:
             elem_id="no-model-banner",
         )
         conversation = gr.State(Conversation())
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=300):
-                collection = gr.Dropdown(
-                    web.collections(),
-                    value=web.settings.collection,
-                    label=text["kb"],
-                    allow_custom_value=True,
-                    elem_id="collection",
-                )
-                with gr.Row():
-                    new_name = gr.Textbox(label=text["new_kb"], scale=3, elem_id="new-kb")
-                    create = gr.Button(text["create"], scale=1, elem_id="create-kb")
-                with gr.Row():
-                    rename = gr.Button(text["rename"], scale=1, elem_id="rename-kb")
-                    delete_kb = gr.Button(
-                        text["delete_kb"], variant="stop", scale=1, elem_id="delete-kb"
+        collection = gr.Dropdown(
+            web.collections(),
+            value=web.settings.collection,
+            label=text["kb"],
+            allow_custom_value=True,
+            elem_id="collection",
+        )
+        # Chat first (a phone shows it on opening), the knowledge bases in a tab of their own.
+        with gr.Tabs():
+            with (
+                gr.Tab(text["tab_chat"], id="chat", elem_id="tab-chat"),
+                gr.Row(equal_height=False),
+            ):
+                with gr.Column(scale=3, min_width=320):
+                    mode = gr.Radio(labels, value=default_mode, label=text["mode"], elem_id="mode")
+                    selected = gr.Dropdown(
+                        [], multiselect=True, label=text["selected"], elem_id="selected"
                     )
-                confirmed = gr.Checkbox(value=False, visible=False)
-                files = gr.File(label=text["upload"], file_count="multiple", elem_id="upload")
-                ingest_button = gr.Button(text["ingest"], variant="primary", elem_id="ingest")
-                status = gr.Markdown(elem_id="ingest-status")
-                documents = gr.Dataframe(
-                    headers=[
-                        text["col_file"],
-                        text["col_chunks"],
-                        text["col_time"],
-                        text["col_state"],
-                    ],
-                    value=table(web.documents(web.settings.collection)),
-                    label=text["docs"],
-                    datatype=["html", "number", "str", "str"],
-                    interactive=False,
-                    elem_id="documents",
-                )
-                to_remove = gr.Dropdown([], label=text["doc_to_remove"])
-                remove_button = gr.Button(text["remove"], variant="stop")
-            with gr.Column(scale=2, min_width=320):
-                mode = gr.Radio(labels, value=default_mode, label=text["mode"], elem_id="mode")
-                selected = gr.Dropdown(
-                    [], multiselect=True, label=text["selected"], elem_id="selected"
-                )
-                chatbot = gr.Chatbot(show_label=False, height=420, elem_id="chatbot")
-                budget = gr.Markdown(elem_id="budget")
-                notice = gr.Markdown(elem_id="notice")
-                question = gr.Textbox(label=text["question"], lines=2, elem_id="question")
-                with gr.Row():
-                    ask = gr.Button(text["ask"], variant="primary", elem_id="ask")
-                    stop = gr.Button(text["stop"], elem_id="stop")
-                    clear = gr.Button(text["clear"], elem_id="clear")
-                with gr.Accordion(text["settings"], open=False):
-                    temperature = gr.Slider(
-                        0.0,
-                        1.5,
-                        value=web.settings.temperature,
-                        step=0.05,
-                        label=text["temperature"],
+                    chatbot = gr.Chatbot(show_label=False, height=420, elem_id="chatbot")
+                    budget = gr.Markdown(elem_id="budget")
+                    notice = gr.Markdown(elem_id="notice")
+                    chips = []
+                    if web.examples:
+                        with gr.Row(elem_id="example-chips"):
+                            chips = [
+                                gr.Button(q, size="sm", variant="secondary") for q in web.examples
+                            ]
+                    question = gr.Textbox(label=text["question"], lines=2, elem_id="question")
+                    with gr.Row():
+                        ask = gr.Button(text["ask"], variant="primary", elem_id="ask")
+                        stop = gr.Button(text["stop"], elem_id="stop")
+                        copy = gr.Button(text["copy"], elem_id="copy")
+                        clear = gr.Button(text["clear"], elem_id="clear")
+                    plain = gr.Textbox(visible=False, elem_id="plain-answer")
+                    with gr.Accordion(text["settings"], open=False):
+                        temperature = gr.Slider(
+                            0.0,
+                            1.5,
+                            value=web.settings.temperature,
+                            step=0.05,
+                            label=text["temperature"],
+                        )
+                        max_tokens = gr.Slider(
+                            16,
+                            4096,
+                            value=web.settings.max_tokens or 512,
+                            step=16,
+                            label=text["max_tokens"],
+                        )
+                        k = gr.Slider(
+                            1, 100, value=web.settings.retrieve_k, step=1, label=text["k"]
+                        )
+                        material = gr.Slider(
+                            0,
+                            32768,
+                            value=web.settings.context_tokens or 0,
+                            step=256,
+                            label=text["material"],
+                            elem_id="material",
+                        )
+                        rerank = gr.Checkbox(
+                            value=bool(web.settings.reranker),
+                            interactive=bool(web.settings.reranker),
+                            label=text["rerank"],
+                        )
+                with gr.Column(scale=2, min_width=300):
+                    gr.Markdown(f"### {text['sources']}")
+                    sources = gr.HTML(elem_id="sources")
+            with (
+                gr.Tab(text["tab_kb"], id="kb", elem_id="tab-kb"),
+                gr.Row(equal_height=False),
+            ):
+                with gr.Column(scale=1, min_width=300):
+                    with gr.Row():
+                        new_name = gr.Textbox(label=text["new_kb"], scale=3, elem_id="new-kb")
+                        create = gr.Button(text["create"], scale=1, elem_id="create-kb")
+                    with gr.Row():
+                        rename = gr.Button(text["rename"], scale=1, elem_id="rename-kb")
+                        delete_kb = gr.Button(
+                            text["delete_kb"], variant="stop", scale=1, elem_id="delete-kb"
+                        )
+                    confirmed = gr.Checkbox(value=False, visible=False)
+                    files = gr.File(label=text["upload"], file_count="multiple", elem_id="upload")
+                    ingest_button = gr.Button(text["ingest"], variant="primary", elem_id="ingest")
+                    status = gr.Markdown(elem_id="ingest-status")
+                with gr.Column(scale=2, min_width=300):
+                    documents = gr.Dataframe(
+                        headers=[
+                            text["col_file"],
+                            text["col_chunks"],
+                            text["col_time"],
+                            text["col_state"],
+                        ],
+                        value=table(web.documents(web.settings.collection)),
+                        label=text["docs"],
+                        datatype=["html", "number", "str", "str"],
+                        interactive=False,
+                        elem_id="documents",
                     )
-                    max_tokens = gr.Slider(
-                        16,
-                        4096,
-                        value=web.settings.max_tokens or 512,
-                        step=16,
-                        label=text["max_tokens"],
-                    )
-                    k = gr.Slider(1, 100, value=web.settings.retrieve_k, step=1, label=text["k"])
-                    material = gr.Slider(
-                        0,
-                        32768,
-                        value=web.settings.context_tokens or 0,
-                        step=256,
-                        label=text["material"],
-                        elem_id="material",
-                    )
-                    rerank = gr.Checkbox(
-                        value=bool(web.settings.reranker),
-                        interactive=bool(web.settings.reranker),
-                        label=text["rerank"],
-                    )
-                gr.Markdown(f"### {text['sources']}")
-                sources = gr.HTML(elem_id="sources")
+                    to_remove = gr.Dropdown([], label=text["doc_to_remove"])
+                    remove_button = gr.Button(text["remove"], variant="stop")
 
         def refresh_and_notice(name: str) -> tuple[Any, Any, Any, Any]:
             return (*refresh(name), as_text(web.index_notice(name)))
@@ -193,13 +218,31 @@ def build_app(app: WebApp | None = None) -> Any:
             current = names[0] if names else web.settings.collection
             return (message, gr.update(choices=names, value=current), *refresh(current))
 
-        def on_ingest(
-            paths: list[str] | None, name: str, progress: gr.Progress = PROGRESS
-        ) -> tuple[Any, ...]:
-            message, problems = web.ingest_files(paths or [], name, progress)
+        def on_ingest(paths: list[str] | None, name: str) -> Iterator[tuple[Any, ...]]:
+            """The ingest runs in a thread; the status line redraws file by file while the rest
+            of the page stays usable (no progress overlay on it)."""
+            watched: list[Any] = []
+            outcome: dict[str, Any] = {}
+
+            def work() -> None:
+                try:
+                    outcome["result"] = web.ingest_files(paths or [], name, watched.append)
+                except BaseException as exc:  # handed to the event below
+                    outcome["error"] = exc
+
+            worker = threading.Thread(target=work, name="cmrag-web-ingest", daemon=True)
+            worker.start()
+            while worker.is_alive():
+                worker.join(UPLOAD_REDRAW)
+                if watched and worker.is_alive():
+                    line = upload_status(watched[0], text)
+                    yield (line, gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            if "error" in outcome:
+                raise outcome["error"]
+            message, problems = outcome["result"]
             for problem in problems:
                 gr.Warning(html.escape(problem))
-            return (as_text(message), *refresh(name), None)
+            yield (message, *refresh(name), None)
 
         def on_remove(name: str, source: str | None) -> tuple[Any, ...]:
             if not source:
@@ -221,10 +264,10 @@ def build_app(app: WebApp | None = None) -> Any:
             for current, cards, line in web.answer(
                 q, state, m, chosen or [], name, temp, int(limit), int(top), use_rerank, int(cap)
             ):
-                yield current, current.messages, cards, line, "", ""
+                yield current, current.messages, cards, line, "", "", current.plain
 
         def on_clear() -> tuple[Any, ...]:
-            return Conversation(), [], "", "", ""
+            return Conversation(), [], "", "", "", ""
 
         collection.change(
             guard(refresh_and_notice, 4),
@@ -260,6 +303,7 @@ def build_app(app: WebApp | None = None) -> Any:
             api_name="upload",
             concurrency_limit=1,
             concurrency_id="ingest",
+            show_progress="hidden",  # the status line tells it, the page stays usable
         )
         remove_button.click(
             guard(on_remove, 4, notice=0),
@@ -279,10 +323,10 @@ def build_app(app: WebApp | None = None) -> Any:
             rerank,
             material,
         ]
-        outputs = [conversation, chatbot, sources, budget, question, notice]
+        outputs = [conversation, chatbot, sources, budget, question, notice, plain]
         asked = gr.on(
             [ask.click, question.submit],
-            guard(on_ask, 6, notice=5),
+            guard(on_ask, 7, notice=5),
             inputs,
             outputs,
             api_name="ask",
@@ -303,8 +347,24 @@ def build_app(app: WebApp | None = None) -> Any:
             queue=False,  # not behind the answer it stops
         )
         clear.click(
-            on_clear, None, [conversation, chatbot, sources, budget, notice], api_name="clear"
+            on_clear,
+            None,
+            [conversation, chatbot, sources, budget, notice, plain],
+            api_name="clear",
         )
+        # The browser copies: the answer as plain text with its cited sources (the chat's own
+        # copy button gives the Markdown source, escapes and links included).
+        copy.click(
+            None,
+            plain,
+            None,
+            js=f"""(text) => {{ if (text) {{ navigator.clipboard.writeText(text);
+            const note = document.createElement('div'); note.id = 'copied-note';
+            note.textContent = {json.dumps(text["copied"])}; note.className = 'copied-note';
+            document.body.appendChild(note); setTimeout(() => note.remove(), 2000); }} }}""",
+        )
+        for chip in chips:  # an example question fills the box; 提问 asks it
+            chip.click(lambda q: q, chip, question, api_visibility="private", queue=False)
 
         def on_load(name: str) -> tuple[Any, ...]:
             """The knowledge-base list read afresh on every page load: one created by the CLI
@@ -331,7 +391,8 @@ def launch(
     auth: tuple[str, str] | None = None,
     block: bool = True,
 ) -> Any:
-    """Serve the app (local only unless ``host`` says otherwise)."""
+    """Serve the app (local only unless ``host`` says otherwise), with the originals behind
+    its citations at ``/cmrag/...``."""
     import gradio as gr
 
     web = app or WebApp()
@@ -341,7 +402,7 @@ def launch(
         server_name=host,
         server_port=port,
         auth=auth,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         css=CSS,
         theme=gr.themes.Default(
             font=["WenQuanYi Zen Hei", "Noto Sans CJK SC", "sans-serif"], font_mono=["monospace"]
@@ -349,5 +410,11 @@ def launch(
         max_file_size=f"{max(web.settings.max_file_mb, web.settings.max_text_mb):.0f}mb",
         footer_links=[],
         show_error=True,
+        i18n=gr.I18n(en=GRADIO_ZH) if web.lang == "zh" else None,
     )
+    from chinese_mixtral_rag.web.routes import add_original_routes
+
+    add_original_routes(demo.server_app, web)
+    if block:
+        demo.block_thread()
     return demo

@@ -127,7 +127,7 @@ def test_a_cited_answer_comes_with_sources_and_usage(client: Any, laws: str) -> 
     assert "行政区域划分如下" in "".join(best["text"].split())
     assert set(best) == {
         *("n", "source", "page", "title", "text", "score", "relevance", "chunk_ids"),
-        *("sheet", "table", "rows"),
+        *("sheet", "table", "rows", "heading"),
     }
     assert (best["sheet"], best["table"], best["rows"]) == ("", None, "")  # a PDF: pages only
     assert reply.usage.prompt_tokens > 100  # the passages are in the prompt
@@ -210,7 +210,10 @@ def test_an_uploaded_file_is_then_found_and_can_be_deleted(
     response = upload(server, "notes", ("量子.txt", note), ("tool.exe", b"MZ"), stream=True)
     assert response.status_code == 200
     events = [json.loads(line) for line in response.text.splitlines()]
-    assert events[0] == {"event": "progress", "done": 1, "total": 1, "file": "量子.txt"}
+    assert events[:2] == [
+        {"event": "reading", "file": "量子.txt"},  # named from the start, before it is done
+        {"event": "progress", "done": 1, "total": 1, "file": "量子.txt"},
+    ]
     done = events[-1]
     assert done["event"] == "done"
     assert done["added"] == ["量子.txt"]

@@ -133,8 +133,9 @@ def test_search_only_without_a_model(without_model: Client, docs: Path) -> None:
     result, _ = ask(without_model, "龙井茶冲泡水温多少度？", mode="仅检索", collection="web-search")
     assert "龙井.md" in result[1]
     assert "八十度" in result[1]
-    refused = ask(without_model, "龙井茶冲泡水温多少度？", collection="web-search")[0]
-    assert "仅检索" in refused[4]  # the notice; nothing else changes
+    # The modes that need a model are not offered at all: only 仅检索 can be chosen.
+    with pytest.raises(Exception, match=r"not in the list of choices: \['仅检索'\]"):
+        ask(without_model, "龙井茶冲泡水温多少度？", collection="web-search")
 
 
 def test_two_clients_at_once_keep_their_own_conversations(with_model: Client, docs: Path) -> None:
