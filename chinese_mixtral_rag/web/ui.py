@@ -344,7 +344,12 @@ def build_app(app: WebApp | None = None) -> Any:
             [conversation, chatbot],
             cancels=[asked],
             api_name="stop",
-            queue=False,  # not behind the answer it stops
+            # Queued, but in a slot of its own (not behind the answer it stops): its result
+            # then comes down the session's one event stream after the answer's last piece.
+            # Unqueued, it came as a separate response that a piece still in that stream could
+            # overtake, redrawing the answer as if still generating after Stop.
+            concurrency_id="stop",
+            concurrency_limit=None,
         )
         clear.click(
             on_clear,

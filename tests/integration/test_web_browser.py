@@ -57,26 +57,37 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def url(tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path) -> Iterator[str]:
-    """The app with the tiny model and embedder, served on a free local port."""
+def serve(settings: Settings, examples: list[str] | None = None) -> Iterator[str]:
+    """The app on a free local port, closed after the test."""
     from chinese_mixtral_rag.web import WebApp, launch
 
-    settings = Settings(
+    port = free_port()
+    demo = launch(WebApp(settings, examples=examples or []), port=port, block=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def app_settings(
+    tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path, **more: Any
+) -> Settings:
+    """The tiny model on llama.cpp and the tiny embedder, a store of the test's own."""
+    return Settings(
         persist_dir=tmp_path / "store",
         embedding_model=str(tiny_embedder),
         collection="browser-test",
         model_path=str(tiny_model.gguf_path),
         n_ctx=4096,
-        max_tokens=24,
         temperature=0.0,
+        **more,
     )
-    port = free_port()
-    demo = launch(WebApp(settings), port=port, block=False)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+
+
+@pytest.fixture
+def url(tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path) -> Iterator[str]:
+    """The app with the tiny model and embedder, short answers."""
+    yield from serve(app_settings(tmp_path, tiny_model, tiny_embedder, max_tokens=24))
 
 
 class Phases:
@@ -279,25 +290,11 @@ EXAMPLES = REPO / "examples" / "README.md"
 def long_answers(tmp_path: Path, tiny_model: TinyModel, tiny_embedder: Path) -> Iterator[Any]:
     """The app with the tiny model allowed 2,000-token answers and the examples' questions as
     chips; yields (url, settings)."""
-    from chinese_mixtral_rag.web import WebApp, launch
     from chinese_mixtral_rag.web.app import example_questions
 
-    settings = Settings(
-        persist_dir=tmp_path / "store",
-        embedding_model=str(tiny_embedder),
-        collection="browser-test",
-        model_path=str(tiny_model.gguf_path),
-        n_ctx=4096,
-        max_tokens=2000,
-        temperature=0.0,
-    )
-    port = free_port()
-    app = WebApp(settings, examples=example_questions(EXAMPLES))
-    demo = launch(app, port=port, block=False)
-    try:
-        yield f"http://127.0.0.1:{port}/", settings
-    finally:
-        demo.close()
+    settings = app_settings(tmp_path, tiny_model, tiny_embedder, max_tokens=2000)
+    for url in serve(settings, example_questions(EXAMPLES)):
+        yield url, settings
 
 
 def cli(settings: Settings, *args: str) -> str:
