@@ -340,7 +340,7 @@ class QAChain:
             known = sorted(self.kb.file_states())
             listed = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
             raise ChineseMixtralError(
-                f"Not in knowledge base {self.kb.name!r}: {', '.join(unknown)}. "
+                f"Not in knowledge base {self.kb.display_name!r}: {', '.join(unknown)}. "
                 f"It holds {len(known)} files: {listed or '(none)'}."
             )
         yield AddableDict(question="", found=True, files=list(documents))

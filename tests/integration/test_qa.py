@@ -472,3 +472,18 @@ def test_eval_counts_the_gold_file_cited_only_where_it_supports_the_answer(
     assert (residence.found, residence.cited_gold) == (True, False)
     assert (inheritance.found, inheritance.cited_gold) == (True, True)
     assert report.metrics()["cited_gold"] == 0.5
+
+
+def test_a_file_not_in_the_knowledge_base_is_named_with_the_knowledge_bases_name(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    """The error says the name the user gave the knowledge base, not its internal id."""
+    kb = KnowledgeBase(
+        "kb-0123456789ab",
+        resolve_embedding_model(str(tiny_embedder)),
+        persist_dir=tmp_path / "store",
+        display_name="2024年 合同",
+    )
+    chain = build_qa_chain(ScriptedChat(script=lambda _: ""), kb=kb, context_length=N_CTX)
+    with pytest.raises(ChineseMixtralError, match=r"Not in knowledge base '2024年 合同': 甲\.txt"):
+        chain.invoke({"mode": "summarize", "sources": ["甲.txt"]})
