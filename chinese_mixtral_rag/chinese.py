@@ -20,6 +20,7 @@ __all__ = [
     "fold_full_width",
     "has_han",
     "is_han",
+    "strip_question_words",
 ]
 
 #: Han ideographs as code point ranges: the unit Chinese text breaks, indexes and counts on.
@@ -54,6 +55,19 @@ FULL_WIDTH_ALNUM: dict[int, int] = {
     code: code - 0xFEE0
     for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B))
 }
+
+
+#: Question words: they say what kind of answer is wanted, not where it is, so relevance ignores
+#: them (a passage never contains "哪两个" but does contain the answer), and so does the support
+#: of a citation (an answer that repeats the question's "是否" claims nothing by it).
+_QUESTION_WORDS = re.compile(
+    "为什么|为何|什么|哪些|哪个|哪里|哪儿|哪一|哪|谁|多少|几个|几|怎么样|怎么|怎样|如何|是否|吗|呢|请问"
+)
+
+
+def strip_question_words(text: str) -> str:
+    """``text`` without its question words (什么, 多少, 吗 …): what a passage must contain."""
+    return _QUESTION_WORDS.sub(" ", text)
 
 
 def is_han(ch: str) -> bool:

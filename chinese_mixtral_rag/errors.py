@@ -57,6 +57,16 @@ class StoreError(ChineseMixtralError):
     """The knowledge base cannot be opened or used as asked (the message says how to fix it)."""
 
 
+class KnowledgeBaseNotFound(StoreError):
+    """No knowledge base by that name or id; ``known`` holds the display names there are, so a
+    face can point to the right one in its own words."""
+
+    def __init__(self, message: str, name: str, known: list[str]) -> None:
+        super().__init__(message)
+        self.name = name
+        self.known = known
+
+
 class EmbeddingServerError(StoreError):
     """An embedding server (``CMR_EMBEDDING_BASE_URL``) cannot be reached, refuses, fails, or
     does not answer like an OpenAI-compatible ``/v1/embeddings`` server."""

@@ -55,6 +55,7 @@ from chinese_mixtral_rag.errors import (
     APIError,
     ChineseMixtralError,
     ContextLengthError,
+    KnowledgeBaseNotFound,
     ModelServerError,
     ServerBusy,
     StoreError,
@@ -89,21 +90,23 @@ class Service:
         return collection_names(self.settings)
 
     def kb(self, name: str, *, must_exist: bool = True) -> Any:
+        """The knowledge base ``name`` (a display name or an id); one that does not exist is a
+        404 unless ``must_exist`` is False (an upload creates it)."""
         from chinese_mixtral_rag.store import open_knowledge_base
 
         try:
-            kb = open_knowledge_base(self.settings, name)
-        except StoreError as exc:
-            raise APIError(400, str(exc), code="invalid_knowledge_base") from exc
-        if must_exist and not kb.exists():
-            known = ", ".join(self.names()) or "none yet"
+            return open_knowledge_base(self.settings, name, must_exist=must_exist)
+        except KnowledgeBaseNotFound as exc:
+            # The registry's own check and list; said without the server's store path.
+            known = ", ".join(repr(k) for k in exc.known) or "none yet"
             raise APIError(
                 404,
                 f"No knowledge base {name!r} (known: {known}). Upload files to "
                 f"/v1/knowledge_bases/{name}/files to create it.",
                 code="model_not_found",
-            )
-        return kb
+            ) from exc
+        except StoreError as exc:
+            raise APIError(400, str(exc), code="invalid_knowledge_base") from exc
 
     def authorized(self, request: Request) -> bool:
         if not self.api_keys:
@@ -376,9 +379,9 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/models/{model}", response_model=ModelCard, responses=ERRORS, tags=["openai"])
     async def model(model: str) -> ModelCard:
-        """One knowledge base, as a model."""
-        await run_in_threadpool(service.kb, model)
-        return ModelCard(id=model)
+        """One knowledge base, as a model (by its display name, also when asked by its id)."""
+        kb = await run_in_threadpool(service.kb, model)
+        return ModelCard(id=kb.display_name)
 
     @app.post(
         "/v1/chat/completions",
@@ -538,7 +541,9 @@ def create_app(service: Service) -> FastAPI:
         def remove() -> int:
             kb = service.kb(name)
             if source not in kb.file_states():
-                raise APIError(404, f"No document {source!r} in {name!r}.", code="not_found")
+                raise APIError(
+                    404, f"No document {source!r} in {kb.display_name!r}.", code="not_found"
+                )
             return remove_document(kb, service.settings, source)
 
         removed = await run_in_threadpool(remove)
@@ -636,7 +641,7 @@ def _ingest(
         return [o.source for o in report.outcomes if o.status == status]
 
     return UploadResult(
-        knowledge_base=kb.name,
+        knowledge_base=kb.display_name,
         added=sources("added"),
         updated=sources("updated"),
         unchanged=sources("unchanged"),

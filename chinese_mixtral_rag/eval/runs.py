@@ -10,8 +10,11 @@ the QA chain would refuse.
 character F1 (SQuAD-style, for CMRC) and with LongBench's own Chinese token F1 (jieba words), each
 the maximum over the gold answers; also the shares of questions answered from the documents
 (``found``), with the gold file among the sources given to the model (``gold_in_sources``) and
-cited by the answer (``cited_gold``). LongBench items are single-document questions: by default
-each is restricted to its own file, CMRC questions are asked against the whole collection.
+cited by the answer (``cited_gold``: read from the chain's ``cited``, which holds only markers
+whose passage supports the sentence they end, so a gold passage cited for a sentence it does not
+say, or through a header the model copied, does not count). LongBench items are
+single-document questions: by default each is restricted to its own file, CMRC questions are
+asked against the whole collection.
 """
 
 from __future__ import annotations
@@ -233,7 +236,8 @@ class AnswerOutcome:
     gold_in_sources: bool
     """The gold context's file is among the sources put before the model."""
     cited_gold: bool
-    """The answer cites (``[n]``) a passage of the gold context's file."""
+    """The answer cites (``[n]``) a passage of the gold context's file for a sentence that
+    passage supports (the chain's ``cited``, see :mod:`~chinese_mixtral_rag.qa.citations`)."""
 
 
 @dataclass

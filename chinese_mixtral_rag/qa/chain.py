@@ -13,7 +13,9 @@
 what both hold, the next ingest refreshes it), then
 ``{"answer": piece}`` per piece of text, then ``{"sources", "cited", "usage"}``; ``invoke``
 returns them merged into one dict. ``sources[n - 1]`` is what the answer's ``[n]`` refers to;
-markers that point to nothing are removed from the answer as it streams.
+markers that point to nothing, or to a passage that does not support the sentence they end
+(:class:`~chinese_mixtral_rag.qa.citations.CitationFilter`), are removed from the answer as it
+streams and are not in ``cited``.
 
 When the best hit's relevance is below ``min_relevance`` the model is not asked at all: the
 answer says the documents do not contain it, with no sources (no invented citations). Two
@@ -262,7 +264,7 @@ class QAChain:
         if mode == "chat":
             yield AddableDict(question=question, found=False)
             messages = prompts.chat_messages(question, history)
-            yield from self._answer(messages, 0)
+            yield from self._answer(messages, [])
             return
         if mode != "qa":
             raise ChineseMixtralError(
@@ -307,12 +309,12 @@ class QAChain:
         )
         messages = prompts.qa_messages(packed.passages, question, history)
         listed = [Source.of(n, p) for n, p in enumerate(packed.passages, start=1)]
-        yield from self._answer(messages, len(listed))
+        yield from self._answer(messages, [p.text for p in packed.passages])
         yield AddableDict(sources=listed)
 
-    def _answer(self, messages: list[BaseMessage], valid: int) -> Iterator[AddableDict]:
-        """Stream the model's answer with markers beyond ``valid`` sources removed."""
-        citations = CitationFilter(valid)
+    def _answer(self, messages: list[BaseMessage], passages: list[str]) -> Iterator[AddableDict]:
+        """Stream the model's answer, keeping only the markers ``passages`` support."""
+        citations = CitationFilter(passages)
         usage = None
         for chunk in self.model.stream(messages):
             if chunk.usage_metadata:
@@ -339,7 +341,7 @@ class QAChain:
             known = sorted(self.kb.file_states())
             listed = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
             raise ChineseMixtralError(
-                f"Not in knowledge base {self.kb.name!r}: {', '.join(unknown)}. "
+                f"Not in knowledge base {self.kb.display_name!r}: {', '.join(unknown)}. "
                 f"It holds {len(known)} files: {listed or '(none)'}."
             )
         yield AddableDict(question="", found=True, files=list(documents))

@@ -22,7 +22,6 @@ Chinese answers and 0.73-0.82 on unrelated Chinese text; ``benchmarks/retrieval_
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
@@ -33,6 +32,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from chinese_mixtral_rag.chinese import strip_question_words
 from chinese_mixtral_rag.store import IndexState, KnowledgeBase, describe_stale
 from chinese_mixtral_rag.store.lexical import is_cjk_pair, lexical_tokens
 
@@ -47,12 +47,6 @@ MAX_UNKNOWN = 0.05
 #: 0.71 over the statutes (CMRC 2018 dev questions).
 MIN_COVERAGE = 0.15
 
-#: Question words: they say what kind of answer is wanted, not where it is, so relevance ignores
-#: them (a passage never contains "哪两个" but does contain the answer).
-_QUESTION_WORDS = re.compile(
-    "为什么|为何|什么|哪些|哪个|哪里|哪儿|哪一|哪|谁|多少|几个|几|怎么样|怎么|怎样|如何|是否|吗|呢|请问"
-)
-
 
 def filter_for(
     sources: Sequence[str] | None, where: Mapping[str, Any] | None
@@ -66,11 +60,6 @@ def filter_for(
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else {"$and": parts}
-
-
-def strip_question_words(query: str) -> str:
-    """``query`` without its question words (什么, 多少, 吗 …): what a passage must contain."""
-    return _QUESTION_WORDS.sub(" ", query)
 
 
 def relevance_tokens(query: str) -> set[str]:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chinese_mixtral_rag.errors import StoreError
+from chinese_mixtral_rag.errors import KnowledgeBaseNotFound, StoreError
 from chinese_mixtral_rag.store.chroma import chroma_client, store_exists, store_failures
 from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 from chinese_mixtral_rag.store.knowledge_base import (
@@ -146,17 +146,24 @@ def _new_id(name: str, entries: Sequence[_Entry]) -> str:
     return next(c for c in candidates if c not in taken)
 
 
-def _missing(wanted: str, entries: Sequence[_Entry], settings: StoreOptions) -> StoreError:
+def _missing(
+    wanted: str, entries: Sequence[_Entry], settings: StoreOptions
+) -> KnowledgeBaseNotFound:
     """No such knowledge base, with the ones there are (the way to the right name)."""
+    known = [e.name for e in entries]
     if not entries:
-        return StoreError(
+        return KnowledgeBaseNotFound(
             f"No knowledge base {wanted!r}: the store at {_where(settings)} holds none yet. "
-            "Ingest documents to create one."
+            "Ingest documents to create one.",
+            wanted,
+            known,
         )
-    names = ", ".join(repr(e.name) for e in entries)
-    return StoreError(
+    names = ", ".join(repr(name) for name in known)
+    return KnowledgeBaseNotFound(
         f"No knowledge base {wanted!r} in the store at {_where(settings)}. "
-        f"The knowledge bases there: {names}."
+        f"The knowledge bases there: {names}.",
+        wanted,
+        known,
     )
 
 
@@ -183,8 +190,8 @@ def open_knowledge_base(
 ) -> KnowledgeBase:
     """The knowledge base the settings point at; ``collection`` (a display name or an id)
     overrides the setting. One that does not exist yet reads as empty and is made by its first
-    write, unless ``must_exist``: then :class:`StoreError` names the knowledge bases there are
-    (for the read path, which never creates anything)."""
+    write, unless ``must_exist``: then :class:`KnowledgeBaseNotFound` (a :class:`StoreError`)
+    names the knowledge bases there are (for the read path, which never creates anything)."""
     wanted = collection or settings.collection
     entries = _entries(settings)
     entry = _find(entries, wanted)

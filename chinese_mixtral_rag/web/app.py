@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from chinese_mixtral_rag.chinese import HAN
+from chinese_mixtral_rag.chinese import HAN, strip_question_words
 from chinese_mixtral_rag.errors import ChineseMixtralError
 from chinese_mixtral_rag.qa.chain import MAX_QUESTION_CHARS
 from chinese_mixtral_rag.settings import Settings
@@ -87,8 +87,6 @@ def highlight(passage: str, question: str) -> str:
     """``passage`` as escaped HTML with the question's words marked: every pair of Han
     characters of the question (Chinese has no spaces to find words by) and every Latin word or
     number, wherever they occur; question words (什么, 多少 …) alone are not marked."""
-    from chinese_mixtral_rag.qa.retrieval import strip_question_words
-
     terms: set[str] = set()
     for piece in _QUERY_PIECES.findall(strip_question_words(question)):
         if piece.isascii():

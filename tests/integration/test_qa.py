@@ -6,21 +6,31 @@ transformers generating the (random) answer text. The documents are real statute
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import BaseMessage
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
 
 from chinese_mixtral_rag import ChineseMixtralChat, build_qa_chain
+from chinese_mixtral_rag.documents.pipeline import ChunkingSpec
 from chinese_mixtral_rag.errors import ChineseMixtralError
+from chinese_mixtral_rag.eval.datasets import ingest_corpus, load_dataset
+from chinese_mixtral_rag.eval.runs import evaluate_qa
 from chinese_mixtral_rag.qa.prompts import NOT_FOUND
 from chinese_mixtral_rag.store import KnowledgeBase
+from chinese_mixtral_rag.store.embeddings import resolve_embedding_model
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.servers import SERVER_N_CTX
 from chinese_mixtral_rag.testing.stores import ingest_with_tiny_models
@@ -362,3 +372,118 @@ def test_a_question_over_the_same_material_evaluates_only_its_new_tokens(
     assert backend.last_prompt_reused == shared
     assert backend.last_prompt_evaluated == len(prompts[1]) - shared
     assert second["usage"]["input_tokens"] == len(prompts[1])
+
+
+class ScriptedChat(GenericFakeChatModel):
+    """A chat model that answers what ``script`` writes for its prompt (the numbered material
+    and the question), streamed word by word as GenericFakeChatModel streams: random-weight tiny
+    models cannot write a meaningful answer, and a real model's citations are what is tested."""
+
+    script: Callable[[str], str]
+    messages: Iterator[AIMessage | str] = Field(default_factory=lambda: iter(()))
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        answer = AIMessage(self.script(messages[0].text))
+        return ChatResult(generations=[ChatGeneration(message=answer)])
+
+    def get_num_tokens(self, text: str) -> int:
+        return len(text)  # a character a token: no tokenizer to download
+
+
+def headers_of(prompt: str) -> dict[int, str]:
+    """Passage number -> its header in the prompt (``来源：居住权.txt``)."""
+    return {int(n): h for n, h in re.findall(r"^\[(\d+)\] (来源：.+)$", prompt, re.MULTILINE)}
+
+
+def test_a_citation_shows_only_where_its_passage_says_the_sentence(
+    library: KnowledgeBase,
+) -> None:
+    """The answer cites the passage its sentences come from and copies another passage's header
+    onto a line of its own, as models do: the reader sees and is listed only the first."""
+    seen: dict[int, str] = {}
+
+    def cite_one_and_echo_another(prompt: str) -> str:
+        seen.update(headers_of(prompt))
+        right = next(n for n, h in seen.items() if h.startswith("来源：居住权.txt"))
+        other = next(n for n in seen if n != right)
+        return (
+            f"居住权不得转让、继承[{right}]。\n[{other}] {seen[other]}\n"
+            f"设立居住权的住宅不得出租，但是当事人另有约定的除外[{right}]。"
+        )
+
+    qa = build_qa_chain(
+        ScriptedChat(script=cite_one_and_echo_another), kb=library, context_length=N_CTX
+    )
+    events = list(qa.stream({"question": "居住权可以继承吗？"}))
+    pieces = [e["answer"] for e in events if "answer" in e]
+    result = {k: v for e in events for k, v in e.items() if k != "answer"}
+    right = next(n for n, h in seen.items() if h.startswith("来源：居住权.txt"))
+    other = next(n for n in seen if n != right)
+    assert len(pieces) > 1  # streamed, not held to the end
+    assert "".join(pieces) == (
+        f"居住权不得转让、继承[{right}]。\n {seen[other]}\n"
+        f"设立居住权的住宅不得出租，但是当事人另有约定的除外[{right}]。"
+    )
+    assert result["cited"] == [right]
+    assert result["sources"][right - 1].source == "居住权.txt"
+    assert result["sources"][other - 1].source != "居住权.txt"  # listed, just not cited
+
+
+INHERITANCE = (
+    "继承开始后，按照法定继承办理；有遗嘱的，按照遗嘱继承或者遗赠办理。继承开始后，继承人放弃继承"
+    "的，应当在遗产处理前，以书面形式作出放弃继承的表示；没有表示的，视为接受继承。"
+)
+
+
+def test_eval_counts_the_gold_file_cited_only_where_it_supports_the_answer(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    """``cited_gold`` follows ``cited``: a gold passage whose marker ends a sentence it does not
+    say (or its own copied header) is not counted as cited; one that says it is."""
+    rows = [
+        {"input": "居住权可以继承吗？", "context": RESIDENCE, "answers": ["不得继承"]},
+        {"input": "继承人怎样放弃继承？", "context": INHERITANCE, "answers": ["书面形式"]},
+    ]
+    path = tmp_path / "laws.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    dataset = load_dataset(path)
+    kb = KnowledgeBase(
+        "eval-cites", resolve_embedding_model(str(tiny_embedder)), persist_dir=tmp_path / "store"
+    )
+    spec = ChunkingSpec(embedding_path=str(tiny_embedder))
+    assert not ingest_corpus(dataset, kb, spec, tmp_path / "corpus", workers=0).failures
+
+    def answer(prompt: str) -> str:
+        gold = "00000.txt" if "居住权可以继承吗" in prompt.rsplit("问题：", 1)[-1] else "00001.txt"
+        n = next(n for n, h in headers_of(prompt).items() if h.startswith(f"来源：{gold}"))
+        claim = "继承人放弃继承的，应当在遗产处理前以书面形式表示"  # what 00001.txt says
+        return f"[{n}] 来源：{gold}\n{claim}[{n}]。"
+
+    chain = build_qa_chain(ScriptedChat(script=answer), kb=kb, context_length=N_CTX)
+    report = evaluate_qa(chain, dataset, restrict=False)
+    residence, inheritance = report.outcomes
+    assert (residence.gold_in_sources, inheritance.gold_in_sources) == (True, True)
+    assert (residence.found, residence.cited_gold) == (True, False)
+    assert (inheritance.found, inheritance.cited_gold) == (True, True)
+    assert report.metrics()["cited_gold"] == 0.5
+
+
+def test_a_file_not_in_the_knowledge_base_is_named_with_the_knowledge_bases_name(
+    tmp_path: Path, tiny_embedder: Path
+) -> None:
+    """The error says the name the user gave the knowledge base, not its internal id."""
+    kb = KnowledgeBase(
+        "kb-0123456789ab",
+        resolve_embedding_model(str(tiny_embedder)),
+        persist_dir=tmp_path / "store",
+        display_name="2024年 合同",
+    )
+    chain = build_qa_chain(ScriptedChat(script=lambda _: ""), kb=kb, context_length=N_CTX)
+    with pytest.raises(ChineseMixtralError, match=r"Not in knowledge base '2024年 合同': 甲\.txt"):
+        chain.invoke({"mode": "summarize", "sources": ["甲.txt"]})

@@ -4,6 +4,7 @@ the official ``openai`` client (and httpx for the knowledge-base routes it has n
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -109,6 +110,33 @@ def test_knowledge_bases_are_listed_as_models(client: Any, laws: str) -> None:
     assert client.models.retrieve(laws).id == laws
     with pytest.raises(openai.NotFoundError, match="No knowledge base"):
         client.models.retrieve("no-such-kb")
+
+
+def test_a_knowledge_base_is_named_by_its_display_name(server: str, client: Any) -> None:
+    """A Chinese name, given on the first upload, is what the upload result, the model list and
+    a lookup by name or by its id show; a name that is no knowledge base is a clear 404."""
+    name = "2024年 合同"
+    added = upload(server, name, ("居住权.txt", RESIDENCE.encode()))
+    assert added.status_code == 200, added.text
+    assert added.json()["knowledge_base"] == name
+    assert name in [model.id for model in client.models.list()]
+    kb_id = "kb-" + hashlib.sha256(name.encode()).hexdigest()[:12]  # the registry's id for it
+    assert client.models.retrieve(name).id == client.models.retrieve(kb_id).id == name
+    again = upload(server, name, ("居住权.txt", RESIDENCE.encode()))
+    assert (again.json()["knowledge_base"], again.json()["unchanged"]) == (name, ["居住权.txt"])
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("没有这个库")
+    message = missing.value.body["message"]  # type: ignore[index]
+    assert message.startswith("No knowledge base '没有这个库' (known: ")
+    assert repr(name) in message
+    assert "/v1/knowledge_bases/没有这个库/files" in message
+    assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError, match="No knowledge base '没有这个库'"):
+        client.chat.completions.create(
+            model="没有这个库", messages=[{"role": "user", "content": "居住权可以继承吗？"}]
+        )
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.delete(f"{server}/v1/knowledge_bases/{name}", headers=bearer).json()["deleted"]
 
 
 def test_a_cited_answer_comes_with_sources_and_usage(client: Any, laws: str) -> None:
