@@ -29,6 +29,9 @@ class SamplingParams:
     repetition_penalty: float = 1.1
     seed: int | None = None
     logit_bias: Mapping[int, float] = field(default_factory=dict)
+    json_schema: str | None = None
+    """Only output JSON that this JSON Schema accepts (constrained decoding). Kept as its JSON
+    text: the params stay hashable and a backend caches the compiled grammar by it."""
 
     @property
     def greedy(self) -> bool:

@@ -12,6 +12,7 @@ import itertools
 import re
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,6 +36,8 @@ class Conversation:
     """An answer is being streamed into the last message (Stop marks it as stopped)."""
     plain: str = ""
     """The last answer as plain text with its cited sources (what 复制回答 copies)."""
+    answer_id: str = ""
+    """Which answer is streaming (Stop finds it by this id, whatever copy of the state it got)."""
 
 
 #: What can start markup in a line of text: code, emphasis, links and images (HTML is escaped
@@ -296,6 +299,8 @@ class WebApp:
         """Why the configured model could not be loaded ("" when it was, or none is set)."""
         self.chat = chat if chat is not None else self._configured_chat()
         self.follower: Any = None
+        self._stopped_answers: dict[str, Conversation] = {}
+        """Answers Stop ended, by ``answer_id``: what their own stream ends on."""
 
     def load_model(self) -> None:
         """Load the model now, not at the first question: a wrong path or a broken file is
@@ -524,8 +529,15 @@ class WebApp:
             {"role": "user", "content": as_text(shown)},
             {"role": "assistant", "content": f"*{text['stage_search']}*"},
         ]
+        answer_id = uuid.uuid4().hex
+
+        def streaming() -> Conversation:
+            return Conversation(
+                list(messages), conversation.history, answering=True, answer_id=answer_id
+            )
+
         # The question shows at once, with what is happening until the answer's first words.
-        yield Conversation(list(messages), conversation.history, answering=True), "", ""
+        yield streaming(), "", ""
         answer = ""
         sources: list[Any] = []
         cited: list[int] = []
@@ -534,7 +546,16 @@ class WebApp:
         stage = text["stage_search"]
         cards = ""
         shown_at = 0.0
-        for event in qa.stream(request):
+        events = qa.stream(request)
+        for event in events:
+            if (stopped := self._stopped_answers.pop(answer_id, None)) is not None:
+                # Stop was pressed: the answer ends on exactly what Stop showed, so that a
+                # piece still on its way can never redraw it as generating.
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()  # the model stops generating now, not when the stream is collected
+                yield stopped, cards, budget
+                return
             changed = not ("answer" in event and len(event) == 1)
             if event.get("index_stale"):
                 notice = self.index_notice(collection)
@@ -562,7 +583,8 @@ class WebApp:
                 "role": "assistant",
                 "content": self._shown(mode, answer, sources, stage),
             }
-            yield Conversation(list(messages), conversation.history, answering=True), cards, budget
+            yield streaming(), cards, budget
+        self._stopped_answers.pop(answer_id, None)
         final = self._shown(mode, answer, sources, stage, final=True)
         messages[-1] = {"role": "assistant", "content": final}
         history = conversation.history
@@ -604,7 +626,14 @@ class WebApp:
             elif content.startswith("*") and content.endswith("…*"):
                 content = ""  # stopped before the first word: no stage line left behind
             messages[-1] = {"role": "assistant", "content": content + self.text["stopped"]}
-        return Conversation(messages, conversation.history, plain=conversation.plain)
+        stopped = Conversation(messages, conversation.history, plain=conversation.plain)
+        if conversation.answering and conversation.answer_id:
+            # Gradio's cancel may come too late for a piece already on its way: the answer's
+            # own stream ends on this conversation at its next event (see ``answer``).
+            self._stopped_answers[conversation.answer_id] = stopped
+            while len(self._stopped_answers) > 64:  # Stop pressed after its answer had ended
+                self._stopped_answers.pop(next(iter(self._stopped_answers)))
+        return stopped
 
     # -- originals ------------------------------------------------------------------------------
 
