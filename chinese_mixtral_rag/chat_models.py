@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from chinese_mixtral_rag.backends.base import TextRequest
 from chinese_mixtral_rag.backends.generation import Completion
@@ -21,6 +26,17 @@ from chinese_mixtral_rag.chat_template import (
 )
 from chinese_mixtral_rag.errors import PromptError
 from chinese_mixtral_rag.model_base import PROVIDER, ChineseMixtralBase, usage_of
+from chinese_mixtral_rag.structured.output import Method, response_format_of, structured_model
+from chinese_mixtral_rag.structured.tools import (
+    AnswerShaper,
+    OutputPlan,
+    as_template_messages,
+    plan_output,
+    starts_call,
+)
+
+#: The call keywords that shape the answer (``bind_tools``, ``with_structured_output``).
+SHAPING_KEYS = ("tools", "tool_choice", "response_format")
 
 
 class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
@@ -97,8 +113,16 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self._ls_params_for("chat", stop, kwargs)
 
-    def render(self, messages: Sequence[BaseMessage]) -> str:
-        """The prompt text the model sees for ``messages`` (useful for debugging)."""
+    def render(self, messages: Sequence[BaseMessage], **kwargs: Any) -> str:
+        """The prompt text the model sees for ``messages`` (useful for debugging).
+
+        Pass what a bound model binds (``chat.render(messages, **bound.kwargs)``, or ``tools=``,
+        ``tool_choice=``, ``response_format=``) to see the tools' or schema's instructions too.
+        """
+        plan = plan_output(*(kwargs.get(key) for key in SHAPING_KEYS))
+        return self._render(as_template_messages(messages, plan))
+
+    def _render(self, messages: Sequence[BaseMessage]) -> str:
         template = self.chat_template
         if template == "model":
             template = self.get_backend().chat_template
@@ -123,13 +147,100 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         text = format_turns(normalize_turns(messages, require_user_last=False))
         return len(self.get_backend().tokenize(text, add_bos=False, special=True))
 
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[Any, AIMessage]:
+        """The model with ``tools`` it may call (``tool_choice``: "auto", the default, lets it
+        answer in text; "any"/"required" makes it call one; a name makes it call that one).
+
+        Calls come back as ``AIMessage.tool_calls``; decoding is constrained by a grammar from
+        the tools' JSON schemas, so the arguments always match them. Send the results back as
+        ``ToolMessage``s (they are written into the prompt as "工具 X 的结果 / Result of tool X").
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        plan_output(formatted, tool_choice)  # a bad schema or choice fails here, not at a call
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: Method = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[Any, Any]:
+        """The model answering with ``schema`` (a pydantic model, TypedDict or JSON Schema),
+        parsed into an instance or a dict; decoding is constrained to the schema's JSON."""
+        if kwargs:
+            raise ValueError(f"Unsupported arguments {sorted(kwargs)}")
+        if method != "function_calling":  # a bad schema fails here, not at the first call
+            plan_output(response_format=response_format_of(schema, method))
+        return structured_model(self, schema, method=method, include_raw=include_raw, strict=strict)
+
     def _request_for(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> TextRequest:
+    ) -> tuple[OutputPlan, TextRequest]:
+        """The answer's plan and request; under "auto" the request is the free one and
+        :meth:`_constrained` gives the one that follows once the answer is a call."""
+        plan = plan_output(*(kwargs.pop(key, None) for key in SHAPING_KEYS))
+        shown = as_template_messages(messages, plan)
         turns = None
         if self.chat_endpoint:  # the server's own template gets the (normalized) turns
-            turns = [turn.as_dict() for turn in normalize_turns(messages)]
-        return self._request(self.render(messages), stop, kwargs, chat=True, messages=turns)
+            turns = [turn.as_dict() for turn in normalize_turns(shown)]
+        request = self._request(self._render(shown), stop, kwargs, chat=True, messages=turns)
+        if plan.constrained:
+            request = self._constrained(request, plan)
+        return plan, request
+
+    @staticmethod
+    def _constrained(request: TextRequest, plan: OutputPlan) -> TextRequest:
+        sampling = dataclasses.replace(request.sampling, json_schema=plan.schema_text)
+        return dataclasses.replace(request, sampling=sampling)
+
+    def _calls_or_text(
+        self, request: TextRequest, plan: OutputPlan, shaper: AnswerShaper, completion: Completion
+    ) -> Iterator[str]:
+        """The answer's pieces. Under "auto" the first words decide: an answer that starts
+        like a call is generated again under the grammar (the prompt's KV state is reused)."""
+        pieces = self._pieces(request, completion)
+        if not plan.lazy:
+            return pieces
+        head = ""
+        for piece in pieces:
+            head += piece
+            if starts_call(head) is not None:
+                break
+        if not starts_call(head):
+            return itertools.chain([head] if head else [], pieces)
+        pieces.close()  # type: ignore[attr-defined]  # a generator: ends the free generation
+        shaper.calling()
+        return self._pieces(self._constrained(request, plan), completion)
+
+    async def _acalls_or_text(
+        self, request: TextRequest, plan: OutputPlan, shaper: AnswerShaper, completion: Completion
+    ) -> AsyncIterator[str]:
+        """:meth:`_calls_or_text` without blocking the event loop."""
+        pieces = self._apieces(request, completion)
+        head = ""
+        if plan.lazy:
+            async for piece in pieces:
+                head += piece
+                if starts_call(head) is not None:
+                    break
+            if starts_call(head):
+                await pieces.aclose()  # type: ignore[attr-defined]
+                shaper.calling()
+                pieces = self._apieces(self._constrained(request, plan), completion)
+                head = ""
+        if head:
+            yield head
+        async for piece in pieces:
+            yield piece
 
     def _stream(
         self,
@@ -139,11 +250,15 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         completion = Completion(prompt_tokens=0)
-        for piece in self._pieces(self._request_for(messages, stop, kwargs), completion):
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        plan, request = self._request_for(messages, stop, kwargs)
+        shaper = AnswerShaper(plan)
+        for piece in self._calls_or_text(request, plan, shaper, completion):
+            chunk = ChatGenerationChunk(message=shaper.chunk(piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
+        if (rest := shaper.finish(completion.finish_reason)) is not None:
+            yield ChatGenerationChunk(message=rest)
         final = self._final_chunk(completion)
         if run_manager:
             run_manager.on_llm_new_token("", chunk=final)
@@ -183,12 +298,15 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         completion = Completion(prompt_tokens=0)
-        request = await asyncio.to_thread(self._request_for, messages, stop, kwargs)
-        async for piece in self._apieces(request, completion):
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        plan, request = await asyncio.to_thread(self._request_for, messages, stop, kwargs)
+        shaper = AnswerShaper(plan)
+        async for piece in self._acalls_or_text(request, plan, shaper, completion):
+            chunk = ChatGenerationChunk(message=shaper.chunk(piece))
             if run_manager:
                 await run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
+        if (rest := shaper.finish(completion.finish_reason)) is not None:
+            yield ChatGenerationChunk(message=rest)
         final = self._final_chunk(completion)
         if run_manager:
             await run_manager.on_llm_new_token("", chunk=final)

@@ -82,7 +82,7 @@ def _role_of(message: BaseMessage) -> str:
     )
 
 
-def _text_of(message: BaseMessage) -> str:
+def message_text(message: BaseMessage) -> str:
     content: Any = message.content
     if isinstance(content, str):
         return content
@@ -119,7 +119,7 @@ def normalize_turns(
     pending_system: list[str] = []
     for message in messages:
         role = _role_of(message)
-        text = _text_of(message)
+        text = message_text(message)
         if role == "system":
             pending_system.append(text)
             continue

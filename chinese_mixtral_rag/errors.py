@@ -41,6 +41,15 @@ class ContextLengthError(ChineseMixtralError, ValueError):
     """Prompt plus requested new tokens do not fit in the model's context window."""
 
 
+class SchemaError(ChineseMixtralError, ValueError):
+    """A schema or tool cannot constrain decoding: a keyword no grammar enforces, a bad type."""
+
+
+class StructuredOutputError(ChineseMixtralError):
+    """Constrained output did not come out whole: ``max_tokens`` ended it before the JSON closed,
+    or a server that ignored the schema answered something else."""
+
+
 class DocumentError(ChineseMixtralError, ValueError):
     """A file cannot be turned into text: unsupported type, empty, binary, corrupt or encrypted.
 

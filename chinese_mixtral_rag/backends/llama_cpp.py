@@ -12,6 +12,7 @@ evaluating the prefix again, even when other prompts came in between.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -30,10 +31,11 @@ from chinese_mixtral_rag.backends.prefix_cache import (
     PrefixCache,
     common_prefix_len,
 )
-from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
+from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError, SchemaError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaState
+    from llama_cpp.llama_grammar import LlamaGrammar
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +139,20 @@ def reusable_prefix(cached: Sequence[int] | np.ndarray[Any, Any], prompt: Sequen
     if not prompt:
         return 0
     return min(common_prefix_len(cached, prompt), len(prompt) - 1)
+
+
+@functools.lru_cache(maxsize=32)
+def json_grammar(schema: str) -> LlamaGrammar:
+    """llama.cpp's grammar for a JSON Schema (converted once per schema, then reused)."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(schema, verbose=False)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise SchemaError(
+            f"llama.cpp cannot turn this JSON Schema into a grammar ({exc}). Simplify the "
+            "schema (plain types, properties, items, enum, anyOf)."
+        ) from exc
 
 
 class LlamaCppBackend:
@@ -298,6 +314,7 @@ class LlamaCppBackend:
                     return logits
 
                 processors = LogitsProcessorList([apply_bias])
+            grammar = json_grammar(sampling.json_schema) if sampling.json_schema else None
             start = self.evaluated_tokens
             tokens = llama.generate(
                 prompt,
@@ -307,6 +324,7 @@ class LlamaCppBackend:
                 temp=max(sampling.temperature, 0.0),
                 repeat_penalty=sampling.repetition_penalty,
                 logits_processor=processors,
+                grammar=grammar,
             )
             clean_exit = True
             try:

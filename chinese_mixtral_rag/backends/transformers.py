@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
 from chinese_mixtral_rag.backends.model_files import auto_tokenizer
-from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
+from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError, SchemaError
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +69,8 @@ class TransformersBackend:
         self.chat_template: str | None = template if isinstance(template, str) else None
         self._pieces = _piece_table(tokenizer)
         self._lock = GenerationLock()
+        self._grammars: dict[str, Any] = {}
+        self._grammar_compiler: Any = None
 
     @staticmethod
     def _config_source(model: str | Path) -> str:
@@ -173,7 +175,8 @@ class TransformersBackend:
     ) -> Iterator[int]:
         import torch
 
-        processors = _logits_processors(sampling)
+        grammar = self._grammar_mask(sampling.json_schema) if sampling.json_schema else None
+        processors = _logits_processors(sampling, grammar)
         device = self.model.device
         generator: torch.Generator | None = None
         if sampling.seed is not None and not sampling.greedy:
@@ -202,13 +205,73 @@ class TransformersBackend:
                     sequence = torch.cat([sequence, token], dim=1)
                 step_input = token
                 token_id = int(token)
+                if grammar is not None:
+                    grammar.accept(token_id)
                 yield token_id
                 if token_id == self.eos_token_id or should_stop():
                     return
 
+    def _grammar_mask(self, schema: str) -> GrammarMask:
+        """A fresh matcher of the schema's grammar (compiled once per schema, then reused)."""
+        xgr = _import_xgrammar()
+        compiled = self._grammars.get(schema)
+        if compiled is None:
+            if self._grammar_compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(
+                    self.tokenizer,
+                    vocab_size=int(self.model.config.vocab_size),
+                    stop_token_ids=[self.eos_token_id],
+                )
+                self._grammar_compiler = xgr.GrammarCompiler(info, max_threads=1)
+            try:
+                # Compact separators: free whitespace lets a model pad the object forever.
+                compiled = self._grammar_compiler.compile_json_schema(schema, any_whitespace=False)
+            except (RuntimeError, ValueError, TypeError) as exc:
+                raise SchemaError(
+                    f"This JSON Schema cannot become a decoding grammar ({exc}). Simplify it "
+                    "(plain types, properties, items, enum, anyOf)."
+                ) from exc
+            self._grammars[schema] = compiled
+        return GrammarMask(xgr.GrammarMatcher(compiled), int(self.model.config.vocab_size))
 
-def _logits_processors(sampling: SamplingParams) -> Any:
-    """transformers' own processors, in llama.cpp's order: bias, penalty, temperature, top-k/p."""
+
+def _import_xgrammar() -> Any:
+    try:
+        import xgrammar
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "xgrammar", "transformers", "Structured output on the transformers backend"
+        ) from exc
+    return xgrammar
+
+
+class GrammarMask:
+    """The tokens a grammar allows next, as a logits processor; told each sampled token.
+
+    xgrammar (the constrained-decoding library vLLM and SGLang use) keeps the grammar's state
+    and fills a bitmask of the allowed tokens; see ``benchmarks/constrained_decoding.py`` for
+    why it was chosen.
+    """
+
+    def __init__(self, matcher: Any, vocab_size: int) -> None:
+        xgr = _import_xgrammar()
+        self.matcher = matcher
+        self._apply = xgr.apply_token_bitmask_inplace
+        self._bitmask = xgr.allocate_token_bitmask(1, vocab_size)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.matcher.fill_next_token_bitmask(self._bitmask)
+        self._apply(scores, self._bitmask.to(scores.device))
+        return scores
+
+    def accept(self, token_id: int) -> None:
+        if not self.matcher.is_terminated():
+            self.matcher.accept_token(token_id)
+
+
+def _logits_processors(sampling: SamplingParams, grammar: GrammarMask | None = None) -> Any:
+    """transformers' own processors, in llama.cpp's order: bias, grammar, penalty, temperature,
+    top-k/p."""
     import torch
     from transformers import (
         LogitsProcessor,
@@ -231,6 +294,8 @@ def _logits_processors(sampling: SamplingParams) -> Any:
                 return scores
 
         processors.append(_Bias())
+    if grammar is not None:
+        processors.append(grammar)
     if sampling.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
     if not sampling.greedy:
