@@ -572,21 +572,31 @@ def a_person(text: str) -> dict[str, Any]:
     return person
 
 
-def test_json_schema_constrains_the_servers_decoding(llama_server: str) -> None:
-    backend = OpenAIServerBackend.load(llama_server, n_ctx=SERVER_N_CTX, timeout=30, max_retries=0)
-    prompt = "<s>[INST] 用 JSON 介绍一个人：名字和年龄。 [/INST]"
+@pytest.mark.parametrize("chat_endpoint", [False, True], ids=["completions", "chat"])
+def test_json_schema_constrains_the_servers_decoding(
+    llama_server: str, chat_endpoint: bool
+) -> None:
+    backend = OpenAIServerBackend.load(
+        llama_server, n_ctx=SERVER_N_CTX, timeout=30, max_retries=0, chat_endpoint=chat_endpoint
+    )
+    question = "用 JSON 介绍一个人：名字和年龄。"
+    messages = [{"role": "user", "content": question}] if chat_endpoint else None
 
     def answer(schema: str | None, max_new_tokens: int) -> tuple[str, Completion]:
         sampling = SamplingParams(temperature=0.0, repetition_penalty=1.0, json_schema=schema)
-        request = TextRequest(prompt=prompt, max_new_tokens=max_new_tokens, sampling=sampling)
+        request = TextRequest(
+            prompt=f"<s>[INST] {question} [/INST]",
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            messages=messages,
+        )
         completion = Completion(prompt_tokens=0)
         return "".join(backend.stream_request(request, completion)), completion
 
     try:
         free, _ = answer(None, MAX_TOKENS)
-        with pytest.raises(
-            ValueError, match="not a person"
-        ):  # the weights are random: only a grammar makes JSON
+        # the weights are random: without the server's grammar there is no such JSON
+        with pytest.raises(ValueError, match="not a person"):
             a_person(free)
         text, completion = answer(json.dumps(PERSON), 200)
     finally:
