@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from chinese_mixtral_rag.backends.base import Completion, GenerationLock, TextRequest
 from chinese_mixtral_rag.backends.generation import StopMatcher
-from chinese_mixtral_rag.errors import ContextLengthError, ModelLoadError, ModelServerError
+from chinese_mixtral_rag.errors import (
+    ContextLengthError,
+    MissingDependencyError,
+    ModelLoadError,
+    ModelServerError,
+    PromptError,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -44,6 +52,16 @@ TOKENIZE_CACHE_SIZE = 4096
 KEEPALIVE_EXPIRY = 2.0
 
 Tokenizer = Literal["llama.cpp", "vllm", "llama-cpp-python", "local", "none"]
+#: The request fields that carry a JSON Schema (or its grammar), in any server's dialect.
+SCHEMA_FIELDS = frozenset(
+    {"json_schema", "grammar", "response_format", "structured_outputs", "guided_json"}
+)
+#: Words a server's refusal of a schema or grammar uses (llama-server: '"json_schema": ...';
+#: vLLM/xgrammar: "... JSON schema ... not supported"; llama.cpp: "failed to parse grammar").
+SCHEMA_WORDS = ("schema", "grammar", "structured", "guided", "gbnf", "response_format")
+#: The first vLLM release without ``guided_json`` (docs/features/structured_outputs.md: "the
+#: following deprecated API fields which were removed in v0.12.0").
+VLLM_STRUCTURED_OUTPUTS = (0, 12)
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,8 @@ class OpenAIServerBackend:
         self._local_vocab: Any = None
         self.bos_token_id = 1
         self.eos_token_id = 2
+        self.vllm_version: tuple[int, int] | None = None
+        """vLLM's (major, minor) from its ``/version``; None: not vLLM, or it did not say."""
         self._find_tokenizer()
 
     @classmethod
@@ -159,17 +179,25 @@ class OpenAIServerBackend:
             "fix openai_base_url= (CMR_OPENAI_BASE_URL); it is the URL that ends in /v1."
         )
 
-    def _refusal(self, response: httpx.Response, what: str) -> Exception:
-        """A clear error for an HTTP error status."""
+    def _refusal(self, response: httpx.Response, what: str, *, schema: bool = False) -> Exception:
+        """A clear error for an HTTP error status; ``schema``: the request asked for output
+        constrained by a JSON Schema."""
         status = response.status_code
         message = _server_message(response)
+        lowered = message.lower()
+        if schema and status in (400, 422, 500) and any(w in lowered for w in SCHEMA_WORDS):
+            return ModelServerError(
+                f"The model server at {self.base_url} refused the JSON Schema the structured "
+                f"output asked for (HTTP {status}: {message}). Simplify the schema to what the "
+                "server's grammar engine supports (type, properties, required, enum, "
+                "maxLength, items; no $ref to other files), or use a server that supports it."
+            )
         if status in (401, 403):
             return ModelServerError(
                 f"The model server at {self.base_url} refused the API key (HTTP {status}: "
                 f"{message}). Set openai_api_key= (CMR_OPENAI_API_KEY) to the key the server was "
                 "started with."
             )
-        lowered = message.lower()
         if status == 400 and ("context" in lowered or "too long" in lowered):
             return ContextLengthError(
                 f"The prompt does not fit the model server's context window ({message}). "
@@ -308,6 +336,8 @@ class OpenAIServerBackend:
             except (ModelServerError, ValueError, KeyError, TypeError):
                 continue
             self.tokenizer = kind
+            if kind == "vllm":
+                self.vllm_version = self._read_vllm_version()
             break
         else:
             if self.options.tokenizer_path:
@@ -331,6 +361,17 @@ class OpenAIServerBackend:
                 "let the server apply its own chat template."
             )
         self.bos_token_id, self.eos_token_id = int(ids[0]), int(ids[1])
+
+    def _read_vllm_version(self) -> tuple[int, int] | None:
+        """vLLM's ``GET /version`` (``{"version": "0.11.0"}``): which structured-output field
+        it reads."""
+        try:
+            response = self._client.get(f"{self.root}/version")
+            version = str(response.json().get("version", "")) if response.is_success else ""
+        except Exception:  # an old or proxied vLLM without it: both fields are sent
+            return None
+        found = re.match(r"(\d+)\.(\d+)", version)
+        return (int(found[1]), int(found[2])) if found else None
 
     def _server_tokens(self, kind: Tokenizer, text: str, *, add_special: bool) -> list[int]:
         if kind == "llama.cpp":
@@ -411,11 +452,48 @@ class OpenAIServerBackend:
             body["seed"] = sampling.seed
         if sampling.logit_bias:
             body["logit_bias"] = {str(k): v for k, v in sampling.logit_bias.items()}
-        if request.messages is not None and self.options.chat_endpoint:
+        chat = request.messages is not None and self.options.chat_endpoint
+        if sampling.json_schema is not None:
+            body.update(self._schema_fields(sampling.json_schema, chat=chat))
+        if request.messages is not None and chat:
             body["messages"] = [dict(m) for m in request.messages]
             return f"{self.base_url}/chat/completions", body
         body["prompt"] = request.prompt.removeprefix("<s>")  # the server adds the BOS
         return f"{self.base_url}/completions", body
+
+    def _schema_fields(self, json_schema: str, *, chat: bool) -> dict[str, Any]:
+        """The request fields by which this server constrains its output to ``json_schema``,
+        in its own dialect (an unknown field is ignored by every one of them, so what one server
+        does not read must not be relied on; the LangChain layer validates the answer)."""
+        schema = _parse_schema(json_schema)
+        standard = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+        if self.tokenizer == "llama.cpp":
+            # llama-server (tools/server/README.md): /completion and /v1/completions read a
+            # top-level `json_schema` (converted to a grammar; "json_schema" and "grammar" are
+            # exclusive); /v1/chat/completions reads `response_format`.
+            return {"response_format": standard} if chat else {"json_schema": schema}
+        if self.tokenizer == "llama-cpp-python":
+            # llama_cpp/server/types.py: CreateCompletionRequest has no response_format, only
+            # `grammar` (GBNF, handed to LlamaGrammar.from_string); the chat request takes it too
+            # (its response_format is "text" | "json_object" only, honoured by some chat
+            # handlers). So both endpoints get the GBNF, converted here as the server would.
+            return {"grammar": _gbnf(json_schema)}
+        if self.tokenizer == "vllm":
+            # vLLM (docs/features/structured_outputs.md): `guided_json` until 0.11 (deprecated
+            # in 0.10.2 for `structured_outputs: {"json": ...}`, removed in 0.12.0, after which
+            # it is an unknown field: ignored with a log line, the output unconstrained).
+            # `response_format` json_schema does not work across releases either: the 0.8/0.9
+            # CompletionRequest accepted it but honoured only "json_object". So the version
+            # (/version) picks the field each release surely reads: `structured_outputs` from
+            # 0.12, `guided_json` before. Unread: `guided_json` for an old one and
+            # `response_format` (which 0.12+ maps to structured_outputs) for a new one.
+            if self.vllm_version is None:
+                return {"guided_json": schema, "response_format": standard}
+            if self.vllm_version >= VLLM_STRUCTURED_OUTPUTS:
+                return {"structured_outputs": {"json": schema}}
+            return {"guided_json": schema}
+        # an unknown server: OpenAI's own field, the one such a server most likely reads
+        return {"response_format": standard}
 
     def _read_event(self, data: str, completion: Completion) -> tuple[str, int]:
         """Text of one streamed event and whether it carried a token (servers stream one token
@@ -474,7 +552,7 @@ class OpenAIServerBackend:
                         continue
                     if response.status_code >= 400:
                         response.read()
-                        raise self._refusal(response, "the completion")
+                        raise self._refusal(response, "the completion", schema=_constrained(body))
                     # SSE framing of OpenAI streams is one JSON per `data:` line: no library
                     for line in response.iter_lines():
                         if line.startswith("data:"):
@@ -541,7 +619,7 @@ class OpenAIServerBackend:
                         continue
                     if response.status_code >= 400:
                         await response.aread()
-                        raise self._refusal(response, "the completion")
+                        raise self._refusal(response, "the completion", schema=_constrained(body))
                     async for line in response.aiter_lines():
                         if line.startswith("data:"):
                             payload = line[5:].strip()
@@ -625,6 +703,50 @@ class OpenAIServerBackend:
         if self.tokenizer != "none":
             prompt = self.tokenize(request.prompt, add_bos=True, special=True)
             completion.prompt_tokens = len(prompt)
+
+
+def _constrained(body: Mapping[str, Any]) -> bool:
+    """Whether a request body asks for output constrained by a schema or grammar."""
+    return any(body.get(field) is not None for field in SCHEMA_FIELDS)
+
+
+def _parse_schema(json_schema: str) -> Any:
+    try:
+        schema = json.loads(json_schema)
+    except ValueError as exc:
+        raise PromptError(
+            f"The structured output's JSON Schema is not JSON ({exc}): {json_schema[:120]!r}"
+        ) from exc
+    if not isinstance(schema, dict | bool):
+        raise PromptError(
+            "The structured output's JSON Schema is not a schema (an object): "
+            f"{json_schema[:120]!r}"
+        )
+    return schema
+
+
+@functools.lru_cache(maxsize=64)
+def _gbnf(json_schema: str) -> str:
+    """``json_schema`` as a GBNF grammar, by llama-cpp-python's own converter (the one its
+    chat handlers use for ``response_format``), cached by the schema text."""
+    _parse_schema(json_schema)
+    try:
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "llama-cpp-python",
+            "llama-cpp",
+            "Structured output over llama-cpp-python's server (its /v1/completions takes a GBNF "
+            "grammar, converted from the JSON Schema on this side)",
+        ) from exc
+    try:
+        return str(json_schema_to_gbnf(json_schema))
+    except Exception as exc:  # the converter raises bare Exception, KeyError, ValueError...
+        raise PromptError(
+            "The structured output's JSON Schema cannot be turned into a grammar for "
+            f"llama-cpp-python's server ({type(exc).__name__}: {exc}). Simplify the schema (type, "
+            "properties, required, enum, maxLength, items; no remote $ref)."
+        ) from exc
 
 
 def _retried_errors() -> tuple[type[Exception], ...]:

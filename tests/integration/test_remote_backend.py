@@ -18,6 +18,9 @@ not serve, a busy server, a dropped connection) ends quickly in a message that s
 The small servers playing the wrong things run in threads here; the busy server is a proxy in
 front of the real one.
 
+Structured output: a JSON Schema in the sampling goes to the server as a grammar, and the
+server's decoding keeps to it (random weights write no JSON of their own).
+
 Last, the in-process llama.cpp path reports the prompt tokens its prefix reuse spared as
 ``usage_metadata["input_token_details"]["cache_read"]``.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -41,6 +45,7 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from chinese_mixtral_rag import ChineseMixtral, ChineseMixtralChat
+from chinese_mixtral_rag.backends.base import Completion, SamplingParams, TextRequest
 from chinese_mixtral_rag.backends.remote import OpenAIServerBackend
 from chinese_mixtral_rag.errors import ContextLengthError, ModelLoadError, ModelServerError
 from chinese_mixtral_rag.testing import TinyModel
@@ -541,6 +546,64 @@ def test_busy_server_without_retries_fails_clearly(proxy: Proxy, greedy: dict[st
     assert "model is loading" in message  # the server's own words
     assert "max_retries= (CMR_MAX_RETRIES)" in message
     assert proxy.attempts["/v1/completions"] == 1
+
+
+# --- structured output: the server's grammar ------------------------------------------------------
+
+PERSON: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def a_person(text: str) -> dict[str, Any]:
+    """``text`` as JSON that ``PERSON`` accepts; ValueError where it is not."""
+    try:
+        person = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not a person, not even JSON: {text!r}") from exc
+    if not isinstance(person, dict) or set(person) != {"name", "age"}:
+        raise ValueError(f"not a person: {text!r}")
+    name, age = person["name"], person["age"]
+    if not isinstance(name, str) or len(name) > 12 or type(age) is not int:
+        raise ValueError(f"not a person: {text!r}")
+    return person
+
+
+@pytest.mark.parametrize("chat_endpoint", [False, True], ids=["completions", "chat"])
+def test_json_schema_constrains_the_servers_decoding(
+    llama_server: str, chat_endpoint: bool
+) -> None:
+    backend = OpenAIServerBackend.load(
+        llama_server, n_ctx=SERVER_N_CTX, timeout=30, max_retries=0, chat_endpoint=chat_endpoint
+    )
+    question = "用 JSON 介绍一个人：名字和年龄。"
+    messages = [{"role": "user", "content": question}] if chat_endpoint else None
+
+    def answer(schema: str | None, max_new_tokens: int) -> tuple[str, Completion]:
+        sampling = SamplingParams(temperature=0.0, repetition_penalty=1.0, json_schema=schema)
+        request = TextRequest(
+            prompt=f"<s>[INST] {question} [/INST]",
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            messages=messages,
+        )
+        completion = Completion(prompt_tokens=0)
+        return "".join(backend.stream_request(request, completion)), completion
+
+    try:
+        free, _ = answer(None, MAX_TOKENS)
+        # the weights are random: without the server's grammar there is no such JSON
+        with pytest.raises(ValueError, match="not a person"):
+            a_person(free)
+        text, completion = answer(json.dumps(PERSON), 200)
+    finally:
+        backend.close()
+    a_person(text)
+    assert completion.finish_reason == "stop"  # the object closed, then the grammar ended it
+    assert 0 < completion.completion_tokens < 200
 
 
 # --- cached prompt tokens on the in-process llama.cpp path ----------------------------------------

@@ -6,6 +6,7 @@ tokens, and a model with another tokenizer. Each fake answers as that server doe
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -14,15 +15,22 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from chinese_mixtral_rag import ChineseMixtral, ChineseMixtralChat
+from chinese_mixtral_rag.backends import remote
 from chinese_mixtral_rag.backends.base import Completion, SamplingParams, TextRequest
-from chinese_mixtral_rag.backends.remote import OpenAIServerBackend, ServerOptions
-from chinese_mixtral_rag.errors import ModelLoadError, ModelServerError
+from chinese_mixtral_rag.backends.remote import SCHEMA_FIELDS, OpenAIServerBackend, ServerOptions
+from chinese_mixtral_rag.errors import (
+    ContextLengthError,
+    MissingDependencyError,
+    ModelLoadError,
+    ModelServerError,
+    PromptError,
+)
 
 BASE = "http://gpu-box:8000/v1"
 MESSAGES = [SystemMessage("你是一个乐于助人的助手。"), HumanMessage("介绍一下混合专家模型")]
 ANSWER = [" 混合", "专家", "模型", "把", "词", "交给", "专家", "。"]
 
-Kind = Literal["vllm", "llama-server"]
+Kind = Literal["vllm", "llama-server", "llama-cpp-python", "other"]
 
 
 def mixtral_tokens(text: str, *, add_bos: bool) -> list[int]:
@@ -48,7 +56,8 @@ def sse(events: Sequence[dict[str, Any]]) -> bytes:
 
 
 class FakeServer:
-    """vLLM or llama.cpp's llama-server, as far as this backend talks to them."""
+    """vLLM, llama.cpp's llama-server, llama-cpp-python's server or another OpenAI-compatible
+    server (no tokenize endpoint), as far as this backend talks to them."""
 
     def __init__(
         self,
@@ -60,8 +69,12 @@ class FakeServer:
         last_token_with_reason: bool = False,
         answer: Sequence[str] = ANSWER,
         finish_reason: str = "length",
+        version: str | None = None,
+        refusal: tuple[int, dict[str, Any]] | None = None,
     ) -> None:
         self.kind = kind
+        self.version = version
+        self.refusal = refusal
         self.tokenize = tokenize
         self.usage = usage
         self.timings = timings
@@ -90,11 +103,22 @@ class FakeServer:
         if path == "/props" and self.kind == "llama-server":
             settings = {"n_ctx": 8192, "temperature": 0.8}
             return httpx.Response(200, json={"default_generation_settings": settings})
-        if path == "/tokenize":
+        if path == "/version" and self.kind == "vllm" and self.version is not None:
+            return httpx.Response(200, json={"version": self.version})
+        if path == "/tokenize" and self.kind in ("vllm", "llama-server"):
             return self._tokenize(body)
-        if path == "/v1/completions":
+        if path == "/extras/tokenize" and self.kind == "llama-cpp-python":
+            return httpx.Response(200, json={"tokens": mixtral_tokens(body["input"], add_bos=True)})
+        if path in ("/v1/completions", "/v1/chat/completions"):
+            if self.refusal is not None:
+                return httpx.Response(self.refusal[0], json=self.refusal[1])
+            events = self._events(body)
+            if path == "/v1/chat/completions":  # the same pieces as chat deltas
+                for event in events:
+                    for choice in event["choices"]:
+                        choice["delta"] = {"content": choice.pop("text")}
             return httpx.Response(
-                200, content=sse(self._events(body)), headers={"content-type": "text/event-stream"}
+                200, content=sse(events), headers={"content-type": "text/event-stream"}
             )
         return httpx.Response(404, json={"detail": "Not Found"})
 
@@ -329,3 +353,168 @@ def test_stream_ended_early_by_the_server() -> None:
     )
     with pytest.raises(ModelServerError, match="--interrupt_requests false"):
         list(backend.stream_request(request(), Completion(prompt_tokens=0)))
+
+
+# --- structured output: the JSON Schema in each server's dialect --------------------------------
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+STANDARD = {"type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA}}
+
+
+def constrained(*, chat: bool = False, schema: str | None = json.dumps(SCHEMA)) -> TextRequest:
+    messages = [{"role": "user", "content": "你好"}] if chat else None
+    return TextRequest(
+        prompt="<s>[INST] 你好 [/INST]",
+        max_new_tokens=8,
+        sampling=SamplingParams(temperature=0.0, json_schema=schema),
+        messages=messages,
+    )
+
+
+def llama_cpp_python_gbnf() -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return str(json_schema_to_gbnf(json.dumps(SCHEMA)))
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
+@pytest.mark.parametrize(
+    ("kind", "version", "expected"),
+    [
+        ("llama-server", None, None),  # json_schema on completions, response_format on chat
+        ("vllm", "0.13.1", {"structured_outputs": {"json": SCHEMA}}),
+        ("vllm", "0.12.0", {"structured_outputs": {"json": SCHEMA}}),
+        ("vllm", "0.11.2", {"guided_json": SCHEMA}),
+        ("vllm", "0.10.1.1", {"guided_json": SCHEMA}),
+        ("vllm", None, {"guided_json": SCHEMA, "response_format": STANDARD}),  # no /version
+        ("llama-cpp-python", None, "gbnf"),
+        ("other", None, {"response_format": STANDARD}),
+    ],
+)
+def test_json_schema_in_the_servers_dialect(
+    kind: Kind, version: str | None, expected: Any, chat: bool
+) -> None:
+    if expected == "gbnf":
+        pytest.importorskip("llama_cpp", reason="the GBNF converter is llama-cpp-python's")
+        expected = {"grammar": llama_cpp_python_gbnf()}
+    elif expected is None:
+        expected = {"response_format": STANDARD} if chat else {"json_schema": SCHEMA}
+    server = FakeServer(kind, version=version)
+    backend = backend_for(server, chat_endpoint=chat, n_ctx=4096)
+    completion = Completion(prompt_tokens=0)
+    text = "".join(backend.stream_request(constrained(chat=chat), completion))
+    assert text == "".join(ANSWER)  # streaming, stops and finish reason as without a schema
+    assert completion.finish_reason == "length"
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    (body,) = server.bodies(path)
+    assert {k: body[k] for k in body if k in SCHEMA_FIELDS} == expected
+    # without a schema, none of these fields goes out
+    list(backend.stream_request(constrained(chat=chat, schema=None), Completion(prompt_tokens=0)))
+    assert not SCHEMA_FIELDS & server.bodies(path)[-1].keys()
+
+
+def test_vllm_version_is_read_once_at_load() -> None:
+    server = FakeServer("vllm", version="0.11.0")
+    backend = backend_for(server)
+    assert backend.vllm_version == (0, 11)
+    for _ in range(2):
+        list(backend.stream_request(constrained(), Completion(prompt_tokens=0)))
+    assert server.paths().count("/version") == 1
+    assert backend_for(FakeServer("llama-server")).vllm_version is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "error"),
+    [
+        (  # llama-server's params_from_json_cmpl on a schema its converter refuses
+            "llama-server",
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "message": '"json_schema": Unrecognized schema: {"type":"foo"}',
+                    "type": "invalid_request_error",
+                }
+            },
+        ),
+        (  # vLLM's validation of a schema xgrammar does not support
+            "vllm",
+            400,
+            {
+                "object": "error",
+                "message": "The provided JSON schema contains features not supported by xgrammar.",
+                "type": "BadRequestError",
+                "code": 400,
+            },
+        ),
+        (  # llama-cpp-python wraps every exception in HTTP 500
+            "llama-cpp-python",
+            500,
+            {"error": {"message": "failed to parse grammar", "type": "internal_server_error"}},
+        ),
+    ],
+)
+async def test_a_refused_schema_says_so(kind: Kind, status: int, error: dict[str, Any]) -> None:
+    if kind == "llama-cpp-python":
+        pytest.importorskip("llama_cpp", reason="the GBNF converter is llama-cpp-python's")
+    server = FakeServer(kind, version="0.12.0", refusal=(status, error))
+    backend = backend_for(server, n_ctx=4096)
+    with pytest.raises(ModelServerError) as caught:
+        list(backend.stream_request(constrained(), Completion(prompt_tokens=0)))
+    message = str(caught.value)
+    assert "refused the JSON Schema" in message
+    assert f"HTTP {status}" in message
+    assert (error["error"]["message"] if "error" in error else error["message"]) in message
+    assert "Simplify the schema" in message
+    with pytest.raises(ModelServerError, match="refused the JSON Schema"):
+        async for _ in backend.astream_request(constrained(), Completion(prompt_tokens=0)):
+            pass
+
+
+def test_other_errors_with_a_schema_keep_their_own_message() -> None:
+    too_long = {"object": "error", "message": "This model's maximum context length is 32768"}
+    server = FakeServer("vllm", version="0.12.0", refusal=(400, too_long))
+    with pytest.raises(ContextLengthError):
+        list(backend_for(server).stream_request(constrained(), Completion(prompt_tokens=0)))
+    # a schema word in an error to a request without a schema is no schema refusal
+    grammar = {"error": {"message": "grammar sampler crashed"}}
+    server = FakeServer("vllm", version="0.12.0", refusal=(500, grammar))
+    with pytest.raises(ModelServerError) as caught:
+        list(
+            backend_for(server).stream_request(
+                constrained(schema=None), Completion(prompt_tokens=0)
+            )
+        )
+    assert "refused the JSON Schema" not in str(caught.value)
+    assert "failed the completion (HTTP 500: grammar sampler crashed)" in str(caught.value)
+
+
+@pytest.mark.parametrize("schema", ["{not json", "[1, 2]"])
+def test_a_schema_that_is_not_one(schema: str) -> None:
+    backend = backend_for(FakeServer("llama-server"))
+    with pytest.raises(PromptError, match="JSON Schema is not"):
+        list(backend.stream_request(constrained(schema=schema), Completion(prompt_tokens=0)))
+
+
+def test_llama_cpp_python_without_the_llama_cpp_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = backend_for(FakeServer("llama-cpp-python"), n_ctx=4096)
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_grammar", None)  # import fails
+    remote._gbnf.cache_clear()
+    request = constrained(schema=json.dumps({**SCHEMA, "title": "uncached"}))
+    with pytest.raises(MissingDependencyError) as caught:
+        list(backend.stream_request(request, Completion(prompt_tokens=0)))
+    assert "llama-cpp-python" in str(caught.value)
+    assert "pip install 'chinese-mixtral-rag[llama-cpp]'" in str(caught.value)
+
+
+def test_a_schema_llama_cpp_python_cannot_convert() -> None:
+    pytest.importorskip("llama_cpp", reason="the GBNF converter is llama-cpp-python's")
+    backend = backend_for(FakeServer("llama-cpp-python"), n_ctx=4096)
+    unconvertible = json.dumps({"$ref": "https://example.com/schema.json"})
+    with pytest.raises(PromptError, match="cannot be turned into a grammar"):
+        list(backend.stream_request(constrained(schema=unconvertible), Completion(prompt_tokens=0)))
