@@ -77,9 +77,15 @@ def _role_of(message: BaseMessage) -> str:
     if message.type in _ROLE_BY_TYPE:
         return _ROLE_BY_TYPE[message.type]
     raise PromptError(
-        f"{type(message).__name__} (type {message.type!r}) is not supported: ChineseMixtralChat "
-        "has no tool calling. Send system, human and AI messages only."
+        f"{type(message).__name__} (type {message.type!r}) has no place in the Mixtral-Instruct "
+        "template: send system, human, AI and tool messages through ChineseMixtralChat (which "
+        "writes tool results as user turns)."
     )
+
+
+#: Content blocks that are not text the model said: its reasoning, and calls (an AI message
+#: carries those in ``tool_calls`` too, which the prompt writes out; see ``structured``).
+_NOT_SAID = frozenset({"reasoning", "thinking", "tool_use", "tool_call", "function_call"})
 
 
 def message_text(message: BaseMessage) -> str:
@@ -92,7 +98,7 @@ def message_text(message: BaseMessage) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(str(block.get("text", "")))
-        elif isinstance(block, dict) and block.get("type") in {"reasoning", "thinking"}:
+        elif isinstance(block, dict) and block.get("type") in _NOT_SAID:
             continue
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__

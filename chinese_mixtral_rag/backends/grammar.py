@@ -88,8 +88,14 @@ def check_schema(schema: Any, path: str = "#") -> None:
         check_schema(sub, sub_path)
 
 
+#: The integers a JSON reader keeps exactly (JavaScript's safe range): the bound an integer
+#: without one gets, so that a grammar never lets digits run on until ``max_tokens``.
+SAFE_INTEGER = 2**53 - 1
+
+
 def closed_objects(schema: Any) -> Any:
-    """A copy of ``schema`` in which objects that list their properties take no others.
+    """A copy of ``schema`` in which objects that list their properties take no others, and
+    integers without bounds stay within ±(2**53 - 1).
 
     JSON Schema allows any extra property unless ``additionalProperties`` says otherwise, and a
     grammar then lets the model invent keys; a schema written from a pydantic model or a tool's
@@ -102,6 +108,11 @@ def closed_objects(schema: Any) -> Any:
     closed = {key: closed_objects(value) for key, value in schema.items()}
     if "properties" in schema and "additionalProperties" not in schema:
         closed["additionalProperties"] = False
+    if schema.get("type") == "integer":
+        if "minimum" not in schema and "exclusiveMinimum" not in schema:
+            closed["minimum"] = -SAFE_INTEGER
+        if "maximum" not in schema and "exclusiveMaximum" not in schema:
+            closed["maximum"] = SAFE_INTEGER
     if "properties" in closed:  # property names are not schemas: copy them as they are
         closed["properties"] = {
             name: closed_objects(value) for name, value in schema["properties"].items()

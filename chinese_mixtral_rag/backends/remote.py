@@ -32,7 +32,7 @@ from chinese_mixtral_rag.errors import (
     MissingDependencyError,
     ModelLoadError,
     ModelServerError,
-    PromptError,
+    SchemaError,
 )
 
 if TYPE_CHECKING:
@@ -714,11 +714,11 @@ def _parse_schema(json_schema: str) -> Any:
     try:
         schema = json.loads(json_schema)
     except ValueError as exc:
-        raise PromptError(
+        raise SchemaError(
             f"The structured output's JSON Schema is not JSON ({exc}): {json_schema[:120]!r}"
         ) from exc
     if not isinstance(schema, dict | bool):
-        raise PromptError(
+        raise SchemaError(
             "The structured output's JSON Schema is not a schema (an object): "
             f"{json_schema[:120]!r}"
         )
@@ -742,7 +742,7 @@ def _gbnf(json_schema: str) -> str:
     try:
         return str(json_schema_to_gbnf(json_schema))
     except Exception as exc:  # the converter raises bare Exception, KeyError, ValueError...
-        raise PromptError(
+        raise SchemaError(
             "The structured output's JSON Schema cannot be turned into a grammar for "
             f"llama-cpp-python's server ({type(exc).__name__}: {exc}). Simplify the schema (type, "
             "properties, required, enum, maxLength, items; no remote $ref)."

@@ -109,7 +109,10 @@ def test_text_blocks_and_chat_message_roles() -> None:
         ([AIMessage("hi"), HumanMessage("q")], "starts with an assistant message"),
         ([SystemMessage("only system")], "only system messages"),
         ([HumanMessage("q"), SystemMessage("late")], "ends with a system message"),
-        ([HumanMessage("q"), ToolMessage("r", tool_call_id="1")], "no tool calling"),
+        (
+            [HumanMessage("q"), ToolMessage("r", tool_call_id="1")],
+            "has no place in the Mixtral-Instruct",
+        ),
         ([HumanMessage([{"type": "image_url", "image_url": {"url": "x"}}])], "text only"),
     ],
 )

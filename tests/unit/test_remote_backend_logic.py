@@ -23,7 +23,7 @@ from chinese_mixtral_rag.errors import (
     MissingDependencyError,
     ModelLoadError,
     ModelServerError,
-    PromptError,
+    SchemaError,
 )
 
 BASE = "http://gpu-box:8000/v1"
@@ -497,7 +497,7 @@ def test_other_errors_with_a_schema_keep_their_own_message() -> None:
 @pytest.mark.parametrize("schema", ["{not json", "[1, 2]"])
 def test_a_schema_that_is_not_one(schema: str) -> None:
     backend = backend_for(FakeServer("llama-server"))
-    with pytest.raises(PromptError, match="JSON Schema is not"):
+    with pytest.raises(SchemaError, match="JSON Schema is not"):
         list(backend.stream_request(constrained(schema=schema), Completion(prompt_tokens=0)))
 
 
@@ -516,5 +516,5 @@ def test_a_schema_llama_cpp_python_cannot_convert() -> None:
     pytest.importorskip("llama_cpp", reason="the GBNF converter is llama-cpp-python's")
     backend = backend_for(FakeServer("llama-cpp-python"), n_ctx=4096)
     unconvertible = json.dumps({"$ref": "https://example.com/schema.json"})
-    with pytest.raises(PromptError, match="cannot be turned into a grammar"):
+    with pytest.raises(SchemaError, match="cannot be turned into a grammar"):
         list(backend.stream_request(constrained(schema=unconvertible), Completion(prompt_tokens=0)))
