@@ -20,9 +20,12 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from chinese_mixtral_rag.backends.base import TextRequest
 from chinese_mixtral_rag.backends.generation import Completion
 from chinese_mixtral_rag.chat_template import (
+    BOS,
+    EOS,
     format_turns,
     normalize_turns,
     render_prompt,
+    render_template,
 )
 from chinese_mixtral_rag.errors import PromptError
 from chinese_mixtral_rag.model_base import PROVIDER, ChineseMixtralBase, usage_of
@@ -118,20 +121,44 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
 
         Pass what a bound model binds (``chat.render(messages, **bound.kwargs)``, or ``tools=``,
         ``tool_choice=``, ``response_format=``) to see the tools' or schema's instructions too.
+        The Mixtral-Instruct format writes Mixtral's ``<s>``/``</s>``; a Jinja template
+        (``chat_template``) gets the model's own BOS and EOS texts.
         """
         plan = plan_output(*(kwargs.get(key) for key in SHAPING_KEYS))
         return self._render(as_template_messages(messages, plan))
 
     def _render(self, messages: Sequence[BaseMessage]) -> str:
-        template = self.chat_template
-        if template == "model":
-            template = self.get_backend().chat_template
-            if template is None:
-                raise PromptError(
-                    "chat_template='model' but the model stores no chat template; leave "
-                    "chat_template unset to use the official Mixtral-Instruct format."
-                )
-        return render_prompt(messages, template=template)
+        template = self._template()
+        if template is None:
+            return render_prompt(messages)
+        backend = self.get_backend()
+        return render_prompt(
+            messages, template=template, bos=backend.bos_token, eos=backend.eos_token
+        )
+
+    def _allows_other_architectures(self) -> bool:
+        """A model of another architecture loads (with a warning) once its template is given."""
+        return self.chat_template is not None
+
+    def _template(self) -> str | None:
+        """The Jinja template in use (None: the Mixtral-Instruct format)."""
+        if self.chat_template != "model":
+            return self.chat_template
+        backend = self.get_backend()
+        if backend.chat_template is not None:
+            return backend.chat_template
+        if (backend.bos_token, backend.eos_token) == (BOS, EOS):
+            raise PromptError(
+                "chat_template='model' but the model stores no chat template; leave "
+                "chat_template unset to use the official Mixtral-Instruct format."
+            )
+        raise PromptError(
+            f"chat_template='model' but {backend.model_name} stores no chat template, and its "
+            f"special tokens ({backend.bos_token!r}, {backend.eos_token!r}) are not Mixtral's, "
+            "so the Mixtral-Instruct format does not fit it either. Pass the model's own chat "
+            "template as a Jinja string: chat_template= (CMR_CHAT_TEMPLATE), as its model card "
+            "or tokenizer_config.json gives it."
+        )
 
     def prompt_ids(self, messages: Sequence[BaseMessage]) -> list[int]:
         """Token ids of the rendered prompt; ``<s>`` in the text is the one BOS."""
@@ -143,9 +170,26 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
     ) -> int:
-        """Tokens of the conversation as rendered (it may end on either role)."""
-        text = format_turns(normalize_turns(messages, require_user_last=False))
-        return len(self.get_backend().tokenize(text, add_bos=False, special=True))
+        """Tokens of the conversation as rendered with the template in use, with the tools'
+        instructions when ``tools`` are given (it may end on either role; ending on the user,
+        the template's generation prompt is counted too)."""
+        if tools:
+            plan = plan_output([convert_to_openai_tool(tool) for tool in tools], "auto")
+            messages = as_template_messages(messages, plan)
+        turns = normalize_turns(messages, require_user_last=False)
+        template = self._template()
+        backend = self.get_backend()
+        if template is None:
+            text = format_turns(turns)
+        else:
+            text = render_template(
+                template,
+                turns,
+                bos=backend.bos_token,
+                eos=backend.eos_token,
+                add_generation_prompt=turns[-1].role == "user",
+            )
+        return len(backend.tokenize(text, add_bos=False, special=True))
 
     def bind_tools(
         self,

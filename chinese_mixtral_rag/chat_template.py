@@ -191,8 +191,18 @@ def compile_template(source: str) -> Template:
     return env.from_string(source)
 
 
-def render_template(source: str, turns: Sequence[Turn], *, bos: str = BOS, eos: str = EOS) -> str:
-    """Render a Jinja chat template over alternating turns, as ``apply_chat_template`` would."""
+def render_template(
+    source: str,
+    turns: Sequence[Turn],
+    *,
+    bos: str = BOS,
+    eos: str = EOS,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Render a Jinja chat template over alternating turns, as ``apply_chat_template`` would.
+
+    ``bos``/``eos`` are the model's own token texts (``{{ bos_token }}``, ``{{ eos_token }}``).
+    """
     from jinja2 import TemplateError
 
     try:
@@ -200,7 +210,7 @@ def render_template(source: str, turns: Sequence[Turn], *, bos: str = BOS, eos: 
             messages=[t.as_dict() for t in turns],
             bos_token=bos,
             eos_token=eos,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
         )
     except TemplateError as exc:
         raise PromptError(f"The chat template could not be rendered: {exc}") from exc
@@ -216,7 +226,8 @@ def render_prompt(
     """Render LangChain messages into the prompt string both backends tokenize.
 
     ``template`` None uses the official Mixtral-Instruct format; any other value is a Jinja chat
-    template rendered over the same normalized turns (system text folded, roles merged).
+    template rendered over the same normalized turns (system text folded, roles merged), with
+    ``bos``/``eos`` as its ``bos_token``/``eos_token`` (pass the model's own).
     """
     turns = normalize_turns(messages)
     if template is None:

@@ -87,15 +87,28 @@ class ChineseMixtralBase(ModelOptions):
                 self._backend = as_backend(self.client)
             else:
                 self._backend = load_backend(
-                    self.resolved_backend(), self.model_source(), **self.load_options()
+                    self.resolved_backend(),
+                    self.model_source(),
+                    allow_other_architectures=self._allows_other_architectures(),
+                    **self.load_options(),
                 )
         return self._backend
+
+    def _allows_other_architectures(self) -> bool:
+        """Whether a model that is no Mixtral/Llama may load (with a warning): only where the
+        caller gives the prompt format, the chat model's ``chat_template``."""
+        return False
 
     def check(self) -> None:
         """Raise now the error the first answer would raise on loading the model, without
         loading its weights (see :func:`~chinese_mixtral_rag.backends.check_model`)."""
         if self._backend is None and self.client is None:
-            check_model(self.resolved_backend(), self.model_source(), **self.load_options())
+            check_model(
+                self.resolved_backend(),
+                self.model_source(),
+                allow_other_architectures=self._allows_other_architectures(),
+                **self.load_options(),
+            )
 
     @property
     def model_name(self) -> str:

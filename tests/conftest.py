@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chinese_mixtral_rag.testing import SMALL, TINY, TinyModel, build_tiny_mixtral
+from chinese_mixtral_rag.testing import CHATML, SMALL, TINY, TinyModel, build_tiny_mixtral
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +24,15 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     pytest.importorskip("transformers", reason="needs the transformers extra")
     pytest.importorskip("sentencepiece", reason="needs sentencepiece")
     return build_tiny_mixtral(tmp_path_factory.mktemp("small-mixtral"), SMALL)
+
+
+@pytest.fixture(scope="session")
+def chatml_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """A tiny Mixtral with another model's tokens: ``<|begin_of_text|>``/``<|end_of_text|>``,
+    a ChatML template and ``<|im_end|>`` ending turns beside EOS."""
+    pytest.importorskip("transformers", reason="needs the transformers extra")
+    pytest.importorskip("sentencepiece", reason="needs sentencepiece")
+    return build_tiny_mixtral(tmp_path_factory.mktemp("chatml-mixtral"), CHATML)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,9 @@ __all__ = [
 _cache: dict[Hashable, Backend | TextBackend] = {}
 _cache_lock = threading.Lock()
 _load_locks: dict[Hashable, threading.Lock] = {}
+#: Cache keys loaded with other architectures allowed: a later load without the allowance
+#: checks the model again (without its weights) instead of getting what it would have refused.
+_allowed_other: set[Hashable] = set()
 
 
 def _key(name: BackendName, source: str, options: dict[str, Any]) -> Hashable:
@@ -50,40 +53,62 @@ def _key(name: BackendName, source: str, options: dict[str, Any]) -> Hashable:
     return (name, resolved, freeze(options))
 
 
-def load_backend(name: BackendName, source: str, **options: Any) -> Backend | TextBackend:
-    """Load (once per process) the model at ``source`` with ``options`` on backend ``name``."""
+def load_backend(
+    name: BackendName, source: str, *, allow_other_architectures: bool = False, **options: Any
+) -> Backend | TextBackend:
+    """Load (once per process) the model at ``source`` with ``options`` on backend ``name``.
+
+    ``allow_other_architectures`` (a chat template is given) lets the local backends load a
+    model that is no Mixtral/Llama, with a warning; without it they refuse one. It does not
+    identify the loaded model: callers with and without it share one copy of the weights.
+    """
     key = _key(name, source, options)
     with _cache_lock:
-        if key in _cache:
-            return _cache[key]
+        backend = _cache.get(key)
         lock = _load_locks.setdefault(key, threading.Lock())
-    with lock:
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
-        backend: Backend | TextBackend
-        if name == "llama_cpp":
-            from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
-
-            backend = LlamaCppBackend.load(source, **options)
-        elif name == "transformers":
-            from chinese_mixtral_rag.backends.transformers import TransformersBackend
-
-            backend = TransformersBackend.load(source, **options)
-        elif name == "openai":
-            from chinese_mixtral_rag.backends.remote import OpenAIServerBackend
-
-            backend = OpenAIServerBackend.load(source, **options)
-        else:
-            raise ValueError(
-                f"Unknown backend {name!r}: use 'llama_cpp', 'transformers' or 'openai'."
-            )
-        with _cache_lock:
-            _cache[key] = backend
-        return backend
+    if backend is None:
+        with lock:
+            with _cache_lock:
+                backend = _cache.get(key)
+            if backend is None:
+                backend = _load(name, source, allow_other_architectures, options)
+                with _cache_lock:
+                    _cache[key] = backend
+                    if allow_other_architectures and name != "openai":
+                        _allowed_other.add(key)
+                return backend
+    with _cache_lock:
+        recheck = key in _allowed_other and not allow_other_architectures
+    if recheck:  # loaded for a caller that allowed what this one may not
+        check_model(name, source)
+    return backend
 
 
-def check_model(name: BackendName, source: str, **options: Any) -> None:
+def _load(
+    name: BackendName, source: str, allow_other_architectures: bool, options: dict[str, Any]
+) -> Backend | TextBackend:
+    if name == "llama_cpp":
+        from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
+
+        return LlamaCppBackend.load(
+            source, allow_other_architectures=allow_other_architectures, **options
+        )
+    if name == "transformers":
+        from chinese_mixtral_rag.backends.transformers import TransformersBackend
+
+        return TransformersBackend.load(
+            source, allow_other_architectures=allow_other_architectures, **options
+        )
+    if name == "openai":
+        from chinese_mixtral_rag.backends.remote import OpenAIServerBackend
+
+        return OpenAIServerBackend.load(source, **options)
+    raise ValueError(f"Unknown backend {name!r}: use 'llama_cpp', 'transformers' or 'openai'.")
+
+
+def check_model(
+    name: BackendName, source: str, *, allow_other_architectures: bool = False, **options: Any
+) -> None:
     """Raise the error loading ``source`` on backend ``name`` would raise, without loading its
     weights (seconds, not minutes): a missing, damaged or foreign model file, a tokenizer that
     cannot be read. A model server is reached (that loads nothing here). For work that would
@@ -91,11 +116,11 @@ def check_model(name: BackendName, source: str, **options: Any) -> None:
     if name == "llama_cpp":
         from chinese_mixtral_rag.backends.llama_cpp import LlamaCppBackend
 
-        LlamaCppBackend.check(source)
+        LlamaCppBackend.check(source, allow_other_architectures=allow_other_architectures)
     elif name == "transformers":
         from chinese_mixtral_rag.backends.transformers import TransformersBackend
 
-        TransformersBackend.check(source)
+        TransformersBackend.check(source, allow_other_architectures=allow_other_architectures)
     else:
         load_backend(name, source, **options)
 
@@ -105,3 +130,4 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _load_locks.clear()
+        _allowed_other.clear()

@@ -84,6 +84,16 @@ class TextBackend(Protocol):
     @property
     def chat_template(self) -> str | None: ...
 
+    @property
+    def bos_token(self) -> str:
+        """The BOS token's text, as a chat template writes it (``{{ bos_token }}``)."""
+        ...
+
+    @property
+    def eos_token(self) -> str:
+        """The EOS token's text, as a chat template writes it (``{{ eos_token }}``)."""
+        ...
+
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]: ...
 
     def stream_request(self, request: TextRequest, completion: Completion) -> Iterator[str]:
@@ -113,7 +123,27 @@ class Backend(Protocol):
     def eos_token_id(self) -> int: ...
 
     @property
-    def bos_token_id(self) -> int: ...
+    def bos_token_id(self) -> int:
+        """The BOS token's id (-1 when the model has none)."""
+        ...
+
+    @property
+    def stop_token_ids(self) -> frozenset[int]:
+        """Every token that ends generation: EOS and the end-of-turn tokens the model declares
+        (GGUF ``tokenizer.ggml.eot_token_id``, a list of ``eos_token_id`` in transformers'
+        generation config)."""
+        ...
+
+    @property
+    def bos_token(self) -> str:
+        """The BOS token's text, as a chat template writes it (``{{ bos_token }}``; "" when the
+        model has none)."""
+        ...
+
+    @property
+    def eos_token(self) -> str:
+        """The EOS token's text, as a chat template writes it (``{{ eos_token }}``)."""
+        ...
 
     @property
     def chat_template(self) -> str | None:
@@ -136,7 +166,7 @@ class Backend(Protocol):
         sampling: SamplingParams,
         should_stop: Callable[[], bool],
     ) -> Iterator[int]:
-        """Yield sampled token ids (EOS included, then stop) until ``max_new_tokens``.
+        """Yield sampled token ids (a stop token included, then stop) until ``max_new_tokens``.
 
         Callers may close the iterator early; the backend must then release the model.
         """

@@ -81,7 +81,8 @@ def stream_text(
     strip_leading_space: bool = False,
     completion: Completion | None = None,
 ) -> Iterator[str]:
-    """Yield decoded text pieces (one per token that completes text) until EOS, stop or length.
+    """Yield decoded text pieces (one per token that completes text) until a stop token (EOS or
+    an end-of-turn token), a stop string or the length limit.
 
     ``completion`` (if given) is updated in place with token counts and the finish reason.
     ``strip_leading_space`` drops the SentencePiece space that starts an answer after
@@ -92,7 +93,7 @@ def stream_text(
     limit = check_fits(len(prompt_ids), max_new_tokens, backend.context_length)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     matcher = StopMatcher(stop)
-    eos = backend.eos_token_id
+    stop_ids = backend.stop_token_ids
     at_start = strip_leading_space
     stopped = False
     ids = backend.generate_ids(
@@ -100,7 +101,7 @@ def stream_text(
     )
     try:
         for token in ids:
-            if token == eos:
+            if token in stop_ids:
                 totals.finish_reason = "stop"
                 break
             totals.completion_tokens += 1

@@ -47,16 +47,51 @@ SUPPORTED_ARCHITECTURES = frozenset({"llama"})
 _RANDOM_SEED = 0xFFFFFFFF
 
 
-def check_architecture(path: Path, metadata: dict[str, Any]) -> str:
-    """Return the architecture name, or raise if it is not one Chinese-Mixtral uses."""
+def check_architecture(
+    path: Path, metadata: dict[str, Any], *, allow_other_architectures: bool = False
+) -> str:
+    """Return the architecture name, or raise if it is not one Chinese-Mixtral uses.
+
+    ``allow_other_architectures`` (the caller brings the model's own chat template) accepts
+    any architecture llama.cpp runs, with a warning instead of the error.
+    """
     arch = str(metadata.get("general.architecture", ""))
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ModelLoadError(
-            f"{path} holds a '{arch or 'unknown'}' model; chinese-mixtral-rag runs Mixtral/Llama "
-            "architecture GGUFs (llama.cpp names them 'llama'). Use a Chinese-Mixtral GGUF such "
-            "as hfl/chinese-mixtral-instruct-gguf."
+    if arch in SUPPORTED_ARCHITECTURES:
+        return arch
+    if allow_other_architectures:
+        logger.warning(
+            "%s holds a '%s' model: chinese-mixtral-rag is tuned for Chinese-Mixtral (token "
+            "counts, prompts and defaults); running it with the chat template given",
+            path.name,
+            arch or "unknown",
         )
-    return arch
+        return arch
+    raise ModelLoadError(
+        f"{path} holds a '{arch or 'unknown'}' model; chinese-mixtral-rag runs Mixtral/Llama "
+        "architecture GGUFs (llama.cpp names them 'llama'). Use a Chinese-Mixtral GGUF such "
+        "as hfl/chinese-mixtral-instruct-gguf, or run this model anyway with its own chat "
+        "template: ChineseMixtralChat(chat_template='model') for the template stored in the "
+        "file (CMR_CHAT_TEMPLATE=model), or chat_template= a Jinja template."
+    )
+
+
+def special_tokens(llama: Llama) -> tuple[str, str, frozenset[int]]:
+    """BOS and EOS as text (their ``tokenizer.ggml.tokens`` entries, "" for none) and every
+    token llama.cpp ends generation on: EOS, ``tokenizer.ggml.eot_token_id`` and ``eom``, and
+    the end-of-turn tokens it knows by name (``<|im_end|>``, ``<|eot_id|>``, ...)."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+
+    def text(token_id: int) -> str:
+        raw = llama_cpp.llama_vocab_get_text(vocab, token_id) if token_id >= 0 else None
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    eos = int(llama.token_eos())
+    stops = {i for i in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)}
+    if eos >= 0:
+        stops.add(eos)
+    return text(int(llama.token_bos())), text(eos), frozenset(stops)
 
 
 #: Where the reused part of the last prompt came from: nothing, the live context, a saved state.
@@ -176,6 +211,7 @@ class LlamaCppBackend:
         self.context_length = int(llama.n_ctx())
         self.eos_token_id = int(llama.token_eos())
         self.bos_token_id = int(llama.token_bos())
+        self.bos_token, self.eos_token, self.stop_token_ids = special_tokens(llama)
         self.chat_template: str | None = llama.metadata.get("tokenizer.chat_template")
         self.prefix_cache = (
             prefix_cache if prefix_cache is not None and prefix_cache.enabled else None
@@ -209,12 +245,14 @@ class LlamaCppBackend:
         setattr(llama, "eval", counting_eval)  # noqa: B010 (mypy refuses assigning a method)
 
     @classmethod
-    def check(cls, model_path: str | Path) -> dict[str, Any]:
+    def check(
+        cls, model_path: str | Path, *, allow_other_architectures: bool = False
+    ) -> dict[str, Any]:
         """The GGUF's metadata, read without its weights, once it is known to be a whole GGUF
         file of an architecture we run (what :meth:`load` would refuse, in milliseconds)."""
         path = Path(model_path).expanduser()
         metadata = read_gguf_metadata(path)  # a truncated file fails here: its tensors overrun
-        check_architecture(path, metadata)
+        check_architecture(path, metadata, allow_other_architectures=allow_other_architectures)
         return metadata
 
     @classmethod
@@ -230,15 +268,17 @@ class LlamaCppBackend:
         prefix_cache_bytes: int = DEFAULT_MAX_BYTES,
         prefix_cache_dir: str | Path | None = None,
         prefix_cache_disk_bytes: int = DEFAULT_DISK_BYTES,
+        allow_other_architectures: bool = False,
     ) -> LlamaCppBackend:
         """Load a GGUF file, checking it first so that errors name the file and the fix.
 
         ``prefix_cache_bytes`` of RAM (0: none) and, with ``prefix_cache_dir``,
         ``prefix_cache_disk_bytes`` of disk keep KV states of earlier prompts for reuse; a real
         Chinese-Mixtral needs about 4 GB per full 32K-token window (f16 KV cache).
+        ``allow_other_architectures`` loads a GGUF that is no Mixtral/Llama, with a warning.
         """
         path = Path(model_path).expanduser()
-        metadata = cls.check(path)
+        metadata = cls.check(path, allow_other_architectures=allow_other_architectures)
         arch = str(metadata["general.architecture"])
         trained = int(metadata.get(f"{arch}.context_length", 0) or 0)
         if n_ctx is not None and trained and n_ctx > trained:

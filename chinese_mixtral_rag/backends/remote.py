@@ -114,6 +114,10 @@ class OpenAIServerBackend:
     """A model served by an OpenAI-compatible server, streamed text with usage and stops."""
 
     chat_template: str | None = None
+    #: The served model's BOS and EOS as a chat template writes them: Mixtral's, the only
+    #: tokenizer this backend accepts (checked on connecting when the server can tokenize).
+    bos_token = "<s>"
+    eos_token = "</s>"
 
     def __init__(self, options: ServerOptions) -> None:
         import httpx

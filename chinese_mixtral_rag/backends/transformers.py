@@ -64,7 +64,11 @@ class TransformersBackend:
         self.model_name = model_name or Path(str(config.name_or_path or "model")).name
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 4096)
         self.eos_token_id = int(tokenizer.eos_token_id)
-        self.bos_token_id = int(tokenizer.bos_token_id)
+        bos = tokenizer.bos_token_id
+        self.bos_token_id = int(bos) if bos is not None else -1
+        self.bos_token: str = str(tokenizer.bos_token or "")
+        self.eos_token: str = str(tokenizer.eos_token)
+        self.stop_token_ids = stop_token_ids(model, tokenizer)
         template = getattr(tokenizer, "chat_template", None)
         self.chat_template: str | None = template if isinstance(template, str) else None
         self._pieces = _piece_table(tokenizer)
@@ -73,9 +77,9 @@ class TransformersBackend:
         self._grammar_compiler: Any = None
 
     @staticmethod
-    def _config_source(model: str | Path) -> str:
+    def _config_source(model: str | Path, *, allow_other_architectures: bool = False) -> str:
         """Where the checkpoint is (a directory or a hub id), once its config says it is one
-        of the architectures we run."""
+        of the architectures we run (any, with a warning, when ``allow_other_architectures``)."""
         transformers = _import_transformers()
         path = Path(model).expanduser()
         source = str(path) if path.exists() else str(model)
@@ -93,19 +97,30 @@ class TransformersBackend:
                 "of a checkpoint directory (with config.json), or a hub id such as "
                 "hfl/chinese-mixtral-instruct that is already in the local cache."
             ) from exc
-        if config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ModelLoadError(
-                f"{model!s} is a '{config.model_type}' model; chinese-mixtral-rag runs Mixtral "
-                "(or Mistral/Llama) checkpoints such as hfl/chinese-mixtral-instruct."
+        if config.model_type in SUPPORTED_MODEL_TYPES:
+            return source
+        if allow_other_architectures:
+            logger.warning(
+                "%s is a '%s' model: chinese-mixtral-rag is tuned for Chinese-Mixtral (token "
+                "counts, prompts and defaults); running it with the chat template given",
+                model,
+                config.model_type,
             )
-        return source
+            return source
+        raise ModelLoadError(
+            f"{model!s} is a '{config.model_type}' model; chinese-mixtral-rag runs Mixtral "
+            "(or Mistral/Llama) checkpoints such as hfl/chinese-mixtral-instruct. To run this "
+            "model anyway with its own chat template: ChineseMixtralChat(chat_template='model') "
+            "for the one in its tokenizer_config.json (CMR_CHAT_TEMPLATE=model), or "
+            "chat_template= a Jinja template."
+        )
 
     @classmethod
-    def check(cls, model: str | Path) -> None:
+    def check(cls, model: str | Path, *, allow_other_architectures: bool = False) -> None:
         """What :meth:`load` would refuse, found without loading weights: the config (a
         directory or hub id of a Mixtral-like model), the tokenizer, and weight files present
         in a local directory."""
-        source = cls._config_source(model)
+        source = cls._config_source(model, allow_other_architectures=allow_other_architectures)
         auto_tokenizer(source, local_only=False)
         path = Path(source)
         weights = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -125,10 +140,12 @@ class TransformersBackend:
         load_in_4bit: bool = False,
         load_in_8bit: bool = False,
         attn_implementation: str | None = None,
+        allow_other_architectures: bool = False,
     ) -> TransformersBackend:
-        """Load a checkpoint directory or hub id, checking the architecture first."""
+        """Load a checkpoint directory or hub id, checking the architecture first
+        (``allow_other_architectures``: any causal LM, with a warning)."""
         transformers = _import_transformers()
-        source = cls._config_source(model)
+        source = cls._config_source(model, allow_other_architectures=allow_other_architectures)
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if device_map is not None:
             kwargs["device_map"] = device_map
@@ -160,7 +177,7 @@ class TransformersBackend:
         ids = self.tokenizer(
             text, add_special_tokens=False, split_special_tokens=not special
         ).input_ids
-        return [self.bos_token_id, *ids] if add_bos else list(ids)
+        return [self.bos_token_id, *ids] if add_bos and self.bos_token_id >= 0 else list(ids)
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._pieces[token_id] if token_id < len(self._pieces) else b""
@@ -208,7 +225,7 @@ class TransformersBackend:
                 if grammar is not None:
                     grammar.accept(token_id)
                 yield token_id
-                if token_id == self.eos_token_id or should_stop():
+                if token_id in self.stop_token_ids or should_stop():
                     return
 
     def _grammar_mask(self, schema: str) -> GrammarMask:
@@ -220,7 +237,7 @@ class TransformersBackend:
                 info = xgr.TokenizerInfo.from_huggingface(
                     self.tokenizer,
                     vocab_size=int(self.model.config.vocab_size),
-                    stop_token_ids=[self.eos_token_id],
+                    stop_token_ids=sorted(self.stop_token_ids),
                 )
                 self._grammar_compiler = xgr.GrammarCompiler(info, max_threads=1)
             try:
@@ -233,6 +250,19 @@ class TransformersBackend:
                 ) from exc
             self._grammars[schema] = compiled
         return GrammarMask(xgr.GrammarMatcher(compiled), int(self.model.config.vocab_size))
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The tokenizer's EOS and every ``eos_token_id`` of the model's generation config (a list
+    where a chat model ends turns with its own token, such as ``<|im_end|>``)."""
+    stops = {int(tokenizer.eos_token_id)}
+    for source in (getattr(model, "generation_config", None), model.config):
+        declared = getattr(source, "eos_token_id", None)
+        if isinstance(declared, int):
+            stops.add(declared)
+        elif isinstance(declared, (list, tuple)):
+            stops.update(int(i) for i in declared)
+    return frozenset(stops)
 
 
 def _import_xgrammar() -> Any:

@@ -5,6 +5,8 @@ built (they come with the ``transformers`` extra). It may use every wing but the
 """
 
 from chinese_mixtral_rag.testing.tiny_model import (
+    CHATML,
+    CHATML_TEMPLATE,
     MIXTRAL_INSTRUCT_TEMPLATE,
     SMALL,
     TINY,
@@ -15,6 +17,8 @@ from chinese_mixtral_rag.testing.tiny_model import (
 )
 
 __all__ = [
+    "CHATML",
+    "CHATML_TEMPLATE",
     "MIXTRAL_INSTRUCT_TEMPLATE",
     "SMALL",
     "TINY",

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     Array = NDArray[np.float32]
 
 __all__ = [
+    "CHATML",
+    "CHATML_TEMPLATE",
     "MIXTRAL_INSTRUCT_TEMPLATE",
     "SMALL",
     "TINY",
@@ -87,6 +89,16 @@ class TinyModelSpec:
     suppress_eos: bool = True
     #: ``None`` builds a base-model-like checkpoint (like ``hfl/chinese-mixtral``) with no template.
     chat_template: str | None = MIXTRAL_INSTRUCT_TEMPLATE
+    #: The texts of BOS (id 1) and EOS (id 2); other models spell them otherwise
+    #: (``<|begin_of_text|>``), and a chat template must get the model's own.
+    bos_token: str = BOS
+    eos_token: str = EOS
+    #: Control tokens appended after the trained vocabulary (ChatML's ``<|im_start|>``...).
+    extra_special_tokens: tuple[str, ...] = ()
+    #: One of ``extra_special_tokens`` that ends a turn besides EOS, declared as a real chat model
+    #: declares it: GGUF ``tokenizer.ggml.eot_token_id``, a list ``eos_token_id`` in the HF
+    #: generation config. ``suppress_eos`` zeroes its ``lm_head`` row too.
+    end_of_turn: str | None = None
 
     @property
     def head_dim(self) -> int:
@@ -96,6 +108,22 @@ class TinyModelSpec:
 
 #: The default test model: builds in well under a second.
 TINY = TinyModelSpec()
+#: A ChatML-style template that writes the model's own BOS (``{{ bos_token }}``) and ends every turn
+#: with ``<|im_end|>``.
+CHATML_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+#: A tiny model that is not Mixtral-Instruct in its tokens: other BOS/EOS texts, ChatML's turn
+#: tokens, ``<|im_end|>`` ending turns beside EOS (as Qwen or Llama 3 chat models do).
+CHATML = TinyModelSpec(
+    chat_template=CHATML_TEMPLATE,
+    bos_token="<|begin_of_text|>",
+    eos_token="<|end_of_text|>",
+    extra_special_tokens=("<|im_start|>", "<|im_end|>"),
+    end_of_turn="<|im_end|>",
+)
 #: A larger model for benchmarks where compute, not overhead, should dominate.
 SMALL = TinyModelSpec(
     hidden_size=256,
@@ -114,6 +142,18 @@ class TinyModel:
     hf_dir: Path
     gguf_path: Path
     spec: TinyModelSpec
+
+    def token_id(self, text: str) -> int:
+        """The id of one of the spec's special tokens (BOS, EOS, an extra one)."""
+        return _special_id(self.spec, text)
+
+
+def _special_id(spec: TinyModelSpec, text: str) -> int:
+    if text == spec.bos_token:
+        return BOS_ID
+    if text == spec.eos_token:
+        return EOS_ID
+    return spec.vocab_size + spec.extra_special_tokens.index(text)  # after the trained pieces
 
 
 @dataclass(frozen=True)
@@ -167,7 +207,7 @@ def build_tiny_mixtral(out_dir: Path, spec: TinyModelSpec = TINY) -> TinyModel:
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = _train_tokenizer(spec.vocab_size)
+    vocab = _train_tokenizer(spec)
     weights = _random_weights(spec, len(vocab.pieces))
 
     hf_dir = out_dir / HF_DIR_NAME
@@ -203,8 +243,9 @@ def write_gguf_with_architecture(path: Path, architecture: str) -> Path:
 # --- tokenizer -----------------------------------------------------------------------------------
 
 
-def _train_tokenizer(vocab_size: int) -> _Vocab:
-    """Train a SentencePiece BPE model in memory with the Mistral/Llama tokenizer's options."""
+def _train_tokenizer(spec: TinyModelSpec) -> _Vocab:
+    """Train a SentencePiece BPE model in memory with the Mistral/Llama tokenizer's options;
+    the spec's extra special tokens follow as control tokens."""
     import sentencepiece as spm
 
     buffer = io.BytesIO()
@@ -212,7 +253,7 @@ def _train_tokenizer(vocab_size: int) -> _Vocab:
         sentence_iterator=iter(training_lines()),
         model_writer=buffer,
         model_type="bpe",
-        vocab_size=vocab_size,
+        vocab_size=spec.vocab_size,
         byte_fallback=True,
         split_digits=True,
         unk_id=UNK_ID,
@@ -220,8 +261,8 @@ def _train_tokenizer(vocab_size: int) -> _Vocab:
         eos_id=EOS_ID,
         pad_id=-1,
         unk_piece=UNK,
-        bos_piece=BOS,
-        eos_piece=EOS,
+        bos_piece=spec.bos_token,
+        eos_piece=spec.eos_token,
         character_coverage=0.9995,
         required_chars=_REQUIRED_CHARS,
         normalization_rule_name="identity",
@@ -255,6 +296,10 @@ def _train_tokenizer(vocab_size: int) -> _Vocab:
         else:
             kind = gguf.TokenType.NORMAL
         types.append(int(kind))
+    for extra in spec.extra_special_tokens:
+        pieces.append(extra)
+        scores.append(0.0)
+        types.append(int(gguf.TokenType.CONTROL))
     return _Vocab(model_proto=proto, pieces=pieces, scores=scores, token_types=types)
 
 
@@ -321,20 +366,23 @@ def _save_hf_tokenizer(hf_dir: Path, spec: TinyModelSpec, vocab: _Vocab) -> None
             decoders.Strip(content=" ", left=1, right=0),
         ]
     )
+    bos, eos, extras = spec.bos_token, spec.eos_token, list(spec.extra_special_tokens)
     backend.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in (UNK, BOS, EOS)]
+        [AddedToken(t, special=True, normalized=False) for t in (UNK, bos, eos, *extras)]
     )
     backend.post_processor = processors.TemplateProcessing(
-        single=f"{BOS}:0 $A:0",
-        pair=f"{BOS}:0 $A:0 {BOS}:1 $B:1",
-        special_tokens=[(BOS, BOS_ID)],
+        single=f"{bos}:0 $A:0",
+        pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+        special_tokens=[(bos, BOS_ID)],
     )
+    named: dict[str, Any] = {"extra_special_tokens": extras} if extras else {}
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         unk_token=UNK,
-        bos_token=BOS,
-        eos_token=EOS,
+        bos_token=bos,
+        eos_token=eos,
         pad_token=UNK,
+        **named,
         clean_up_tokenization_spaces=False,
         model_max_length=spec.context_length,
     )
@@ -352,8 +400,8 @@ def _save_hf_tokenizer(hf_dir: Path, spec: TinyModelSpec, vocab: _Vocab) -> None
         tokenizer_class="PreTrainedTokenizerFast",
         add_bos_token=True,
         add_eos_token=False,
-        bos_token=BOS,
-        eos_token=EOS,
+        bos_token=bos,
+        eos_token=eos,
         unk_token=UNK,
         pad_token=UNK,
         padding_side="left",
@@ -406,6 +454,8 @@ def _random_weights(spec: TinyModelSpec, n_vocab: int) -> _Weights:
     lm_head = linear(n_vocab, h)
     if spec.suppress_eos:
         lm_head[EOS_ID] = 0.0
+        if spec.end_of_turn is not None:
+            lm_head[_special_id(spec, spec.end_of_turn)] = 0.0
     return _Weights(embed=embed, layers=layers, norm=final_norm, lm_head=lm_head)
 
 
@@ -447,6 +497,8 @@ def _save_hf_model(hf_dir: Path, spec: TinyModelSpec, weights: _Weights, n_vocab
     # A one-shard "Writing model shards" bar per build is noise in test and benchmark output.
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    if spec.end_of_turn is not None:  # as chat models declare it: generation ends on either
+        model.generation_config.eos_token_id = [EOS_ID, _special_id(spec, spec.end_of_turn)]
     try:
         model.save_pretrained(str(hf_dir))
     finally:
@@ -545,6 +597,8 @@ def _write_gguf(path: Path, spec: TinyModelSpec, weights: _Weights, vocab: _Voca
     writer.add_eos_token_id(EOS_ID)
     writer.add_unk_token_id(UNK_ID)
     writer.add_pad_token_id(UNK_ID)
+    if spec.end_of_turn is not None:
+        writer.add_eot_token_id(_special_id(spec, spec.end_of_turn))
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
     writer.add_add_space_prefix(True)

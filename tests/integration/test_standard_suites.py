@@ -19,7 +19,6 @@ from chinese_mixtral_rag import ChineseMixtralChat
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.servers import SERVER_N_CTX
 
-
 #: Random weights almost never pick the token that ends a JSON string (3 of 1,200 tokens), so a
 #: free-form string (the suites' jokes) runs until max_tokens. A small bias towards '"' makes
 #: the tiny model end its strings after a few tokens, as a real model does by itself; what

@@ -22,6 +22,7 @@ from chinese_mixtral_rag.chat_template import (
     Turn,
     normalize_turns,
     render_prompt,
+    render_template,
 )
 from chinese_mixtral_rag.errors import PromptError
 
@@ -128,6 +129,23 @@ def test_custom_jinja_template_gets_the_same_turns() -> None:
     )
     prompt = render_prompt([SystemMessage("s"), HumanMessage("q")], template=chatml)
     assert prompt == "<|im_start|>user\ns\n\nq<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_custom_templates_get_the_given_bos_and_eos_the_mixtral_format_keeps_its_own() -> None:
+    messages = [HumanMessage("u1"), AIMessage("a1"), HumanMessage("u2")]
+    special = {"bos": "<|begin_of_text|>", "eos": "<|eot_id|>"}
+    assert render_prompt(messages, template=MIXTRAL_INSTRUCT_TEMPLATE, **special) == (
+        "<|begin_of_text|>[INST] u1 [/INST]a1<|eot_id|>[INST] u2 [/INST]"
+    )
+    assert render_prompt(messages) == "<s>[INST] u1 [/INST]a1</s>[INST] u2 [/INST]"
+    assert render_prompt(messages, template=MIXTRAL_INSTRUCT_TEMPLATE) == render_prompt(messages)
+    turns = normalize_turns(messages[:2], require_user_last=False)
+    closing = "{{ bos_token }}{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}"
+    closing += "{% if add_generation_prompt %}GEN{% endif %}"
+    assert render_template(closing, turns, **special) == (
+        "<|begin_of_text|>u1<|eot_id|>a1<|eot_id|>GEN"
+    )
+    assert render_template(closing, turns, add_generation_prompt=False) == "<s>u1</s>a1</s>"
 
 
 def test_custom_template_errors_are_prompt_errors() -> None:

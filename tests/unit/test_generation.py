@@ -28,6 +28,9 @@ class ScriptedBackend:
     model_name = "scripted"
     eos_token_id = EOS
     bos_token_id = 1
+    stop_token_ids = frozenset({EOS})
+    bos_token = "<s>"
+    eos_token = "</s>"
     chat_template = None
 
     @property
@@ -148,3 +151,17 @@ def test_prompt_that_fills_the_window_is_rejected() -> None:
     with pytest.raises(ContextLengthError, match="max_tokens=10 does not fit"):
         check_fits(5, 10, 8)
     assert check_fits(5, None, 8) == 3
+
+
+def test_any_declared_stop_token_ends_generation_not_only_eos() -> None:
+    """An end-of-turn token (``<|im_end|>``) the model declares beside EOS ends the answer."""
+    backend = ScriptedBackend([b"a", b"b", b"<|im_end|>", b"c"])
+    backend.stop_token_ids = frozenset({EOS, 5})  # id 5: the third piece
+    completion = Completion(0)
+    pieces = stream_text(
+        backend, [1], max_new_tokens=None, sampling=SamplingParams(), completion=completion
+    )
+    assert "".join(pieces) == "ab"
+    assert completion.finish_reason == "stop"
+    assert completion.completion_tokens == 2
+    assert backend.closed
