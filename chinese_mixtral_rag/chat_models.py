@@ -173,9 +173,8 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         """Tokens of the conversation as rendered with the template in use, with the tools'
         instructions when ``tools`` are given (it may end on either role; ending on the user,
         the template's generation prompt is counted too)."""
-        if tools:
-            plan = plan_output([convert_to_openai_tool(tool) for tool in tools], "auto")
-            messages = as_template_messages(messages, plan)
+        formatted = [convert_to_openai_tool(tool) for tool in tools or ()]
+        messages = as_template_messages(messages, plan_output(formatted, "auto"))
         turns = normalize_turns(messages, require_user_last=False)
         template = self._template()
         backend = self.get_backend()

@@ -12,7 +12,6 @@ evaluating the prefix again, even when other prompts came in between.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import json
 import logging
@@ -35,7 +34,6 @@ from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError, S
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaState
-    from llama_cpp.llama_grammar import LlamaGrammar
 
 logger = logging.getLogger(__name__)
 
@@ -176,18 +174,33 @@ def reusable_prefix(cached: Sequence[int] | np.ndarray[Any, Any], prompt: Sequen
     return min(common_prefix_len(cached, prompt), len(prompt) - 1)
 
 
-@functools.lru_cache(maxsize=32)
-def json_grammar(schema: str) -> LlamaGrammar:
-    """llama.cpp's grammar for a JSON Schema (converted once per schema, then reused)."""
-    from llama_cpp.llama_grammar import LlamaGrammar
+class GrammarMask:
+    """The tokens a JSON Schema's grammar allows next, as a llama.cpp logits processor.
 
-    try:
-        return LlamaGrammar.from_json_schema(schema, verbose=False)
-    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise SchemaError(
-            f"llama.cpp cannot turn this JSON Schema into a grammar ({exc}). Simplify the "
-            "schema (plain types, properties, items, enum, anyOf)."
-        ) from exc
+    llguidance, as in the transformers backend (one behaviour on both, chosen by
+    ``benchmarks/constrained_decoding.py``): llama.cpp's own grammars let raw control characters
+    into strings, cut UTF-8 in the middle of byte-fallback characters and ignore
+    ``minimum``/``maximum``.
+    """
+
+    def __init__(self, matcher: Any, vocab_size: int) -> None:
+        import llguidance.numpy
+
+        self.matcher = matcher
+        self._fill = llguidance.numpy.fill_next_token_bitmask
+        self._apply = llguidance.numpy.apply_token_bitmask_inplace
+        self._bitmask = llguidance.numpy.allocate_token_bitmask(1, vocab_size)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        # llama-cpp-python passes a strided view of its token records: mask a contiguous copy.
+        logits = np.ascontiguousarray(scores, dtype=np.float32).reshape(1, -1)
+        self._fill(self.matcher, self._bitmask, 0)
+        self._apply(logits, self._bitmask)
+        return logits[0]
+
+    def accept(self, token_id: int) -> None:
+        if not self.matcher.is_stopped():
+            self.matcher.consume_token(token_id)
 
 
 class LlamaCppBackend:
@@ -221,6 +234,7 @@ class LlamaCppBackend:
         self.last_prompt_reused = 0
         self.last_prefix_source: PrefixSource = "none"
         self._lock = GenerationLock()
+        self._grammar_tokenizer: Any = None
         self._pieces = [llama.detokenize([i]) for i in range(llama.n_vocab())]
         self._count_evaluations()
         close_at_exit(self)
@@ -342,10 +356,10 @@ class LlamaCppBackend:
             self._reuse_prefix(prompt)
             # After any load_state, which restores the seed saved with the state.
             llama.set_seed(sampling.seed if sampling.seed is not None else _RANDOM_SEED)
+            from llama_cpp import LogitsProcessorList
+
             processors = None
             if sampling.logit_bias:
-                from llama_cpp import LogitsProcessorList
-
                 ids = list(sampling.logit_bias)
                 bias = [sampling.logit_bias[i] for i in ids]
 
@@ -354,7 +368,10 @@ class LlamaCppBackend:
                     return logits
 
                 processors = LogitsProcessorList([apply_bias])
-            grammar = json_grammar(sampling.json_schema) if sampling.json_schema else None
+            grammar = self._grammar_mask(sampling.json_schema) if sampling.json_schema else None
+            if grammar is not None:
+                processors = processors or LogitsProcessorList()
+                processors.append(grammar)
             start = self.evaluated_tokens
             tokens = llama.generate(
                 prompt,
@@ -364,7 +381,6 @@ class LlamaCppBackend:
                 temp=max(sampling.temperature, 0.0),
                 repeat_penalty=sampling.repetition_penalty,
                 logits_processor=processors,
-                grammar=grammar,
             )
             clean_exit = True
             try:
@@ -372,6 +388,8 @@ class LlamaCppBackend:
                     if count == 1:  # the prompt has been evaluated by now
                         self.last_prompt_evaluated = self.evaluated_tokens - start
                         self.last_prompt_reused = len(prompt) - self.last_prompt_evaluated
+                    if grammar is not None:
+                        grammar.accept(token)
                     yield token
                     if count >= max_new_tokens or should_stop():
                         return
@@ -384,6 +402,31 @@ class LlamaCppBackend:
                 tokens.close()
                 if clean_exit:
                     self._save_prefix()
+
+    def _grammar_mask(self, schema: str) -> GrammarMask:
+        """A fresh matcher of the schema's grammar (the vocabulary's tables are built once per
+        model, about a second; a schema compiles in about a millisecond)."""
+        try:
+            import llguidance
+            import llguidance.llamacpp
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "llguidance", "llama-cpp", "Structured output on the llama.cpp backend"
+            ) from exc
+        if self._grammar_tokenizer is None:
+            self._grammar_tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(
+                self.llama._model.vocab, eos_token=sorted(self.stop_token_ids)
+            )
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(
+            schema, defaults={"whitespace_flexible": False}
+        )
+        matcher = llguidance.LLMatcher(self._grammar_tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise SchemaError(
+                f"This JSON Schema cannot become a decoding grammar ({matcher.get_error()}). "
+                "Simplify it (plain types, properties, items, enum, anyOf)."
+            )
+        return GrammarMask(matcher, int(self.llama.n_vocab()))
 
     def _reuse_prefix(self, prompt: list[int]) -> None:
         """Restore the saved state sharing the most with ``prompt`` when it beats the live one."""

@@ -32,6 +32,17 @@ def _is_pydantic(schema: Any) -> bool:
     return isinstance(schema, type) and is_basemodel_subclass(schema)
 
 
+def json_schema_of(schema: Any) -> dict[str, Any]:
+    """The JSON Schema of a pydantic model, TypedDict, OpenAI tool or JSON Schema (a schema
+    without a title is taken as it is, where LangChain's converter would want one)."""
+    try:
+        return convert_to_json_schema(schema)
+    except ValueError:
+        if isinstance(schema, dict):
+            return dict(schema)
+        raise
+
+
 def response_format_of(schema: Any, method: Method) -> dict[str, Any]:
     """The OpenAI ``response_format`` of a pydantic model, TypedDict or JSON Schema."""
     if schema is None:
@@ -40,7 +51,7 @@ def response_format_of(schema: Any, method: Method) -> dict[str, Any]:
         raise SchemaError(
             f"method={method!r} needs a schema (a pydantic model, TypedDict or dict)."
         )
-    json_schema = convert_to_json_schema(schema)
+    json_schema = json_schema_of(schema)
     if method == "json_mode":
         return {"type": "json_object", "schema": json_schema}
     name = json_schema.get("title") or "response"
@@ -63,7 +74,7 @@ def structured_model(
         )
     traced = {
         "kwargs": {"method": method, "strict": strict},
-        "schema": convert_to_json_schema(schema) if schema is not None else None,
+        "schema": json_schema_of(schema) if schema is not None else None,
     }
     parser: BaseOutputParser[Any]
     if method == "function_calling":

@@ -168,10 +168,9 @@ def plan_output(
         return OutputPlan(kind="json", schema=grammar, instructions=schema_instructions(schema))
     if not tools:
         return OutputPlan()
-    functions = [_function(tool) for tool in tools]
+    # A name bound twice is one tool (the first), as a call can only name it.
+    functions = list({f["name"]: f for f in map(_function, reversed(tools))}.values())[::-1]
     names = [f["name"] for f in functions]
-    if len(set(names)) != len(names):
-        raise SchemaError(f"Two bound tools share a name ({', '.join(names)}); rename one.")
     choice = _choice(tool_choice, names)
     if choice == "none":
         return OutputPlan(tool_names=tuple(names))

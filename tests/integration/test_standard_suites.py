@@ -40,7 +40,8 @@ class _TinyModelParams:
             type(self).server_url = request.getfixturevalue("llama_server")
             # llama-cpp-python's server re-decodes the whole answer at every streamed token
             # (quadratic: 512 tokens take 30 s), so answers are kept short
-            request.getfixturevalue("monkeypatch").setenv("CMR_MAX_TOKENS", "48")
+            # (96: room for a tool call's JSON)
+            request.getfixturevalue("monkeypatch").setenv("CMR_MAX_TOKENS", "96")
 
     server_url = ""
 
@@ -99,7 +100,27 @@ class TestLlamaCppUnit(_TinyModelParams, ChatModelUnitTests):
     backend_name = "llama_cpp"
 
 
-class TestLlamaCppIntegration(_TinyModelParams, ChatModelIntegrationTests):
+#: Tests that assert what a real model would say, which random weights cannot (the grammar makes
+#: the form right, not the content): run them with a real model (see README, "Standard tests").
+RANDOM_WEIGHTS = {
+    "test_tool_calling": "asserts the arguments {'input': 3}; random weights pick other numbers",
+    "test_tool_calling_async": "asserts the arguments {'input': 3}",
+    "test_agent_loop": "needs the model to choose a tool by itself (tool_choice='auto')",
+    "test_unicode_tool_call_integration": "needs the model to copy '你好啊集团' into the call",
+}
+
+
+class _RandomWeights:
+    """Marks exactly the tests above xfail (strict: greedy answers are the same every run)."""
+
+    @pytest.fixture(autouse=True)
+    def _random_weights(self, request: pytest.FixtureRequest) -> None:
+        reason = RANDOM_WEIGHTS.get(request.node.originalname)
+        if reason:
+            request.applymarker(pytest.mark.xfail(reason=f"random weights: {reason}", strict=True))
+
+
+class TestLlamaCppIntegration(_RandomWeights, _TinyModelParams, ChatModelIntegrationTests):
     backend_name = "llama_cpp"
 
 
@@ -107,7 +128,7 @@ class TestTransformersUnit(_TinyModelParams, ChatModelUnitTests):
     backend_name = "transformers"
 
 
-class TestTransformersIntegration(_TinyModelParams, ChatModelIntegrationTests):
+class TestTransformersIntegration(_RandomWeights, _TinyModelParams, ChatModelIntegrationTests):
     backend_name = "transformers"
 
 
@@ -115,5 +136,5 @@ class TestOpenAIServerUnit(_TinyModelParams, ChatModelUnitTests):
     backend_name = "openai"
 
 
-class TestOpenAIServerIntegration(_TinyModelParams, ChatModelIntegrationTests):
+class TestOpenAIServerIntegration(_RandomWeights, _TinyModelParams, ChatModelIntegrationTests):
     backend_name = "openai"
