@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -414,9 +415,11 @@ class LlamaCppBackend:
                 "llguidance", "llama-cpp", "Structured output on the llama.cpp backend"
             ) from exc
         if self._grammar_tokenizer is None:
-            self._grammar_tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(
-                self.llama._model.vocab, eos_token=sorted(self.stop_token_ids)
-            )
+            with warnings.catch_warnings():  # it calls a deprecated llama.cpp name per token
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._grammar_tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(
+                    self.llama._model.vocab, eos_token=sorted(self.stop_token_ids)
+                )
         grammar = llguidance.LLMatcher.grammar_from_json_schema(
             schema, defaults={"whitespace_flexible": False}
         )

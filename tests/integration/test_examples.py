@@ -8,6 +8,7 @@ per input."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -153,6 +154,23 @@ def test_chat_streaming_prints_chunks_and_usage(model_env: dict[str, str]) -> No
     assert int(usage[1][1]) > 1  # stream printed the reply piece by piece
     assert int(usage[2][1]) > 1  # astream too
     assert re.search(r"^\[invoke\] finish_reason: (stop|length)$", out, re.MULTILINE)
+
+
+def test_structured_and_tools_gives_an_object_a_call_and_an_answer(
+    model_env: dict[str, str],
+) -> None:
+    out = run_script("structured_and_tools.py", model_env).stdout
+    terms = re.search(r"^\[terms\] (.+)$", out, re.MULTILINE)
+    assert terms, out
+    parsed = json.loads(terms[1])
+    assert set(parsed) == {"lessor", "lessee", "monthly_rent_yuan", "kind"}
+    assert parsed["kind"] in {"买卖", "租赁", "借款", "其他"}
+    call = re.search(r"^\[call\] civil_code_article \{'number': (-?\d+)\}$", out, re.MULTILINE)
+    assert call, out
+    result = re.search(r"^\[result\] (.+)$", out, re.MULTILINE)
+    assert result
+    assert result[1].startswith(("居住权人", "租赁合同", f"第 {call[1]} 条"))
+    assert re.search(r"^\[answer\] ", out, re.MULTILINE)
 
 
 def test_lcel_chain_batch_answers_each_input(model_env: dict[str, str]) -> None:

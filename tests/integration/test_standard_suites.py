@@ -9,6 +9,7 @@ run.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -18,6 +19,10 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from chinese_mixtral_rag import ChineseMixtralChat
 from chinese_mixtral_rag.testing import TinyModel
 from chinese_mixtral_rag.testing.servers import SERVER_N_CTX
+
+#: A real model to run the suites with instead of the tiny one (README, "Standard tests"): a GGUF
+#: file for the llama.cpp classes, an HF checkpoint directory for the transformers classes.
+SUITE_MODEL = os.environ.get("CMR_SUITE_MODEL", "")
 
 #: Random weights almost never pick the token that ends a JSON string (3 of 1,200 tokens), so a
 #: free-form string (the suites' jokes) runs until max_tokens. A small bias towards '"' makes
@@ -45,7 +50,15 @@ class _TinyModelParams:
 
     server_url = ""
 
+    @property
+    def real_model(self) -> bool:
+        """Whether CMR_SUITE_MODEL gives a real model for this backend."""
+        gguf = SUITE_MODEL.endswith(".gguf")
+        return bool(SUITE_MODEL) and gguf == (self.backend_name == "llama_cpp")
+
     def _source(self) -> str:
+        if self.real_model:
+            return SUITE_MODEL
         if self.backend_name == "llama_cpp":
             return str(self.files.gguf_path)
         return str(self.files.hf_dir)
@@ -63,11 +76,9 @@ class _TinyModelParams:
                 "temperature": 0,
                 "logit_bias": QUOTE_BIAS,
             }
-        params: dict[str, Any] = {
-            "model_path": self._source(),
-            "temperature": 0,
-            "logit_bias": QUOTE_BIAS,
-        }
+        params: dict[str, Any] = {"model_path": self._source(), "temperature": 0}
+        if not self.real_model:
+            params["logit_bias"] = QUOTE_BIAS
         if self.backend_name == "transformers":
             params["device_map"] = None
         return params
@@ -116,7 +127,7 @@ class _RandomWeights:
     @pytest.fixture(autouse=True)
     def _random_weights(self, request: pytest.FixtureRequest) -> None:
         reason = RANDOM_WEIGHTS.get(request.node.originalname)
-        if reason:
+        if reason and not getattr(self, "real_model", False):
             request.applymarker(pytest.mark.xfail(reason=f"random weights: {reason}", strict=True))
 
 
