@@ -61,7 +61,7 @@ fonts:
 	@test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null; } || echo "could not install fonts-wqy-zenhei: the OCR tests will be skipped"
 
 test: install browser fonts lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit

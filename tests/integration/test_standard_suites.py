@@ -29,7 +29,7 @@ SUITE_MODEL = os.environ.get("CMR_SUITE_MODEL", "")
 #: the tiny model end its strings after a few tokens, as a real model does by itself; what
 #: makes the answers valid JSON of the schema is the grammar alone (the bias is a preference,
 #: not a constraint). Token ids of the tiny tokenizer: '"', ' "', and the byte '"'.
-QUOTE_BIAS = dict.fromkeys((37, 425, 596), 2.0)
+QUOTE_BIAS = dict.fromkeys((37, 425, 596), 2.0)  # checked by test_the_quote_bias_is_on_quotes
 
 
 class _TinyModelParams:
@@ -149,3 +149,9 @@ class TestOpenAIServerUnit(_TinyModelParams, ChatModelUnitTests):
 
 class TestOpenAIServerIntegration(_RandomWeights, _TinyModelParams, ChatModelIntegrationTests):
     backend_name = "openai"
+
+
+def test_the_quote_bias_is_on_quotes(tiny_model: TinyModel) -> None:
+    backend = ChineseMixtralChat(model_path=str(tiny_model.gguf_path)).get_backend()
+    quotes = {i for i in range(tiny_model.spec.vocab_size) if b'"' in backend.token_bytes(i)}
+    assert quotes == set(QUOTE_BIAS)

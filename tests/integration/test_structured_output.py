@@ -134,3 +134,27 @@ def test_too_few_tokens_or_a_schema_no_grammar_enforces_gives_a_clear_error(
     odd = {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}
     with pytest.raises(SchemaError, match="'multipleOf' at #/properties/n"):
         chat.with_structured_output(odd)
+
+
+def test_auto_turns_an_answer_that_starts_like_a_call_into_a_call(
+    tiny_model: TinyModel,
+) -> None:
+    # Under "auto" the model's first character decides. Random weights never start with "{",
+    # so a bias towards it stands in for a model that chose to call; the rest of the call is
+    # then generated again under the grammar.
+    for source in (str(tiny_model.gguf_path), str(tiny_model.hf_dir)):
+        options: dict[str, Any] = {"temperature": 0, "max_tokens": 160}
+        if not source.endswith(".gguf"):
+            options["device_map"] = None
+        plain = ChineseMixtralChat(model_path=source, **options)
+        backend = plain.get_backend()
+        vocab = range(tiny_model.spec.vocab_size)
+        braces = {i: 30.0 for i in vocab if backend.token_bytes(i).strip() == b"{"}
+        assert braces
+        eager = plain.model_copy(update={"logit_bias": braces})
+        assert plain.bind_tools([add]).invoke("1 + 2 = ?").tool_calls == []
+        message = eager.bind_tools([add]).invoke("1 + 2 = ?")
+        [call] = message.tool_calls
+        assert call["name"] == "add"
+        assert set(call["args"]) == {"a", "b"}
+        assert message.content == ""
