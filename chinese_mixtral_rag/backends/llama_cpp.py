@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
+from chinese_mixtral_rag.backends.grammar import GrammarMask, import_llguidance
 from chinese_mixtral_rag.backends.model_files import close_at_exit, read_gguf_metadata
 from chinese_mixtral_rag.backends.prefix_cache import (
     DEFAULT_DISK_BYTES,
@@ -31,7 +32,7 @@ from chinese_mixtral_rag.backends.prefix_cache import (
     PrefixCache,
     common_prefix_len,
 )
-from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError, SchemaError
+from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaState
@@ -173,35 +174,6 @@ def reusable_prefix(cached: Sequence[int] | np.ndarray[Any, Any], prompt: Sequen
     if not prompt:
         return 0
     return min(common_prefix_len(cached, prompt), len(prompt) - 1)
-
-
-class GrammarMask:
-    """The tokens a JSON Schema's grammar allows next, as a llama.cpp logits processor.
-
-    llguidance, as in the transformers backend (one behaviour on both, chosen by
-    ``benchmarks/constrained_decoding.py``): llama.cpp's own grammars let raw control characters
-    into strings, cut UTF-8 in the middle of byte-fallback characters and ignore
-    ``minimum``/``maximum``.
-    """
-
-    def __init__(self, matcher: Any, vocab_size: int) -> None:
-        import llguidance.numpy
-
-        self.matcher = matcher
-        self._fill = llguidance.numpy.fill_next_token_bitmask
-        self._apply = llguidance.numpy.apply_token_bitmask_inplace
-        self._bitmask = llguidance.numpy.allocate_token_bitmask(1, vocab_size)
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        # llama-cpp-python passes a strided view of its token records: mask a contiguous copy.
-        logits = np.ascontiguousarray(scores, dtype=np.float32).reshape(1, -1)
-        self._fill(self.matcher, self._bitmask, 0)
-        self._apply(logits, self._bitmask)
-        return logits[0]
-
-    def accept(self, token_id: int) -> None:
-        if not self.matcher.is_stopped():
-            self.matcher.consume_token(token_id)
 
 
 class LlamaCppBackend:
@@ -406,30 +378,19 @@ class LlamaCppBackend:
 
     def _grammar_mask(self, schema: str) -> GrammarMask:
         """A fresh matcher of the schema's grammar (the vocabulary's tables are built once per
-        model, about a second; a schema compiles in about a millisecond)."""
-        try:
-            import llguidance
-            import llguidance.llamacpp
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "llguidance", "llama-cpp", "Structured output on the llama.cpp backend"
-            ) from exc
+        model, about a second)."""
         if self._grammar_tokenizer is None:
+            import_llguidance("llama-cpp")
+            import llguidance.llamacpp
+
             with warnings.catch_warnings():  # it calls a deprecated llama.cpp name per token
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._grammar_tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(
                     self.llama._model.vocab, eos_token=sorted(self.stop_token_ids)
                 )
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(
-            schema, defaults={"whitespace_flexible": False}
+        return GrammarMask(
+            self._grammar_tokenizer, schema, int(self.llama.n_vocab()), extra="llama-cpp"
         )
-        matcher = llguidance.LLMatcher(self._grammar_tokenizer, grammar, log_level=0)
-        if matcher.is_error():
-            raise SchemaError(
-                f"This JSON Schema cannot become a decoding grammar ({matcher.get_error()}). "
-                "Simplify it (plain types, properties, items, enum, anyOf)."
-            )
-        return GrammarMask(matcher, int(self.llama.n_vocab()))
 
     def _reuse_prefix(self, prompt: list[int]) -> None:
         """Restore the saved state sharing the most with ``prompt`` when it beats the live one."""

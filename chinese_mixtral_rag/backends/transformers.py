@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chinese_mixtral_rag.backends.base import GenerationLock, SamplingParams
+from chinese_mixtral_rag.backends.grammar import GrammarMask, import_llguidance
 from chinese_mixtral_rag.backends.model_files import auto_tokenizer
-from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError, SchemaError
+from chinese_mixtral_rag.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
     import torch
@@ -229,23 +230,20 @@ class TransformersBackend:
 
     def _grammar_mask(self, schema: str) -> GrammarMask:
         """A fresh matcher of the schema's grammar (the tokenizer's tables are built once per
-        model, 1-2 s; a schema compiles in about a millisecond)."""
-        llg = _import_llguidance()
+        model, 1-2 s)."""
         if self._grammar_tokenizer is None:
-            self._grammar_tokenizer = llg.hf.from_tokenizer(
+            import_llguidance("transformers")
+            import llguidance.hf
+
+            self._grammar_tokenizer = llguidance.hf.from_tokenizer(
                 self.tokenizer, n_vocab=int(self.model.config.vocab_size)
             )
-        # Compact separators: free whitespace lets a model pad the object forever.
-        grammar = llg.LLMatcher.grammar_from_json_schema(
-            schema, defaults={"whitespace_flexible": False}
+        return GrammarMask(
+            self._grammar_tokenizer,
+            schema,
+            int(self.model.config.vocab_size),
+            extra="transformers",
         )
-        matcher = llg.LLMatcher(self._grammar_tokenizer, grammar, log_level=0)
-        if matcher.is_error():
-            raise SchemaError(
-                f"This JSON Schema cannot become a decoding grammar ({matcher.get_error()}). "
-                "Simplify it (plain types, properties, items, enum, anyOf)."
-            )
-        return GrammarMask(matcher, int(self.model.config.vocab_size))
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -259,45 +257,6 @@ def stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
         elif isinstance(declared, (list, tuple)):
             stops.update(int(i) for i in declared)
     return frozenset(stops)
-
-
-def _import_llguidance() -> Any:
-    try:
-        import llguidance
-        import llguidance.hf
-        import llguidance.torch
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "llguidance", "transformers", "Structured output on the transformers backend"
-        ) from exc
-    return llguidance
-
-
-class GrammarMask:
-    """The tokens a grammar allows next, as a logits processor; told each sampled token.
-
-    llguidance (the constrained-decoding library llama.cpp and vLLM can use) keeps the grammar's
-    state and fills a bitmask of the allowed tokens. Chosen by
-    ``benchmarks/constrained_decoding.py``: the only one of four that kept every answer strict
-    JSON (no raw control characters in strings), valid UTF-8 over byte-fallback tokens, and
-    within ``minimum``/``maximum``, at a cost per token within the timing noise.
-    """
-
-    def __init__(self, matcher: Any, vocab_size: int) -> None:
-        llg = _import_llguidance()
-        self.matcher = matcher
-        self._fill = llg.torch.fill_next_token_bitmask
-        self._apply = llg.torch.apply_token_bitmask_inplace
-        self._bitmask = llg.torch.allocate_token_bitmask(1, vocab_size)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self._fill(self.matcher, self._bitmask, 0)
-        self._apply(scores, self._bitmask.to(scores.device))
-        return scores
-
-    def accept(self, token_id: int) -> None:
-        if not self.matcher.is_stopped():
-            self.matcher.consume_token(token_id)
 
 
 def _logits_processors(sampling: SamplingParams, grammar: GrammarMask | None = None) -> Any:
