@@ -84,6 +84,7 @@ bench: install
 	$(BIN)/python benchmarks/retrieval_eval.py
 	$(BIN)/python benchmarks/prefix_reuse.py
 	$(BIN)/python benchmarks/ocr_speed.py
+	$(BIN)/python benchmarks/structured_speed.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -28,6 +28,11 @@ the rest); "enforced" if it takes the first and refuses the second, "ignored" if
 Every cell runs in a fresh subprocess (``--case``), so a library or llama.cpp that aborts the
 process shows as a crashed row instead of ending the benchmark. Nothing passes or fails.
 
+llguidance comes with the package (the llama-cpp and transformers extras); the others are compared
+when installed by hand, which the project does not do (xgrammar pulls triton, ~1 GB):
+``.venv/bin/pip install xgrammar==0.2.8 outlines-core==0.2.14 lm-format-enforcer==0.11.3``.
+A library that is missing is listed as not installed.
+
 Run: ``.venv/bin/python benchmarks/constrained_decoding.py [--runs 3] [--tokens 192]
 [--libraries xgrammar,llguidance,outlines-core,lm-format-enforcer,llama.cpp] [--threads N]``.
 """
