@@ -11,7 +11,13 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    MessageLikeRepresentation,
+    convert_to_messages,
+)
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -116,7 +122,7 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self._ls_params_for("chat", stop, kwargs)
 
-    def render(self, messages: Sequence[BaseMessage], **kwargs: Any) -> str:
+    def render(self, messages: Sequence[MessageLikeRepresentation], **kwargs: Any) -> str:
         """The prompt text the model sees for ``messages`` (useful for debugging).
 
         Pass what a bound model binds (``chat.render(messages, **bound.kwargs)``, or ``tools=``,
@@ -124,8 +130,9 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
         The Mixtral-Instruct format writes Mixtral's ``<s>``/``</s>``; a Jinja template
         (``chat_template``) gets the model's own BOS and EOS texts.
         """
-        plan = plan_output(*(kwargs.get(key) for key in SHAPING_KEYS))
-        return self._render(as_template_messages(messages, plan))
+        tools = [convert_to_openai_tool(tool) for tool in kwargs.get("tools") or ()]
+        plan = plan_output(tools, kwargs.get("tool_choice"), kwargs.get("response_format"))
+        return self._render(as_template_messages(convert_to_messages(messages), plan))
 
     def _render(self, messages: Sequence[BaseMessage]) -> str:
         template = self._template()
@@ -160,9 +167,11 @@ class ChineseMixtralChat(ChineseMixtralBase, BaseChatModel):
             "or tokenizer_config.json gives it."
         )
 
-    def prompt_ids(self, messages: Sequence[BaseMessage]) -> list[int]:
-        """Token ids of the rendered prompt; ``<s>`` in the text is the one BOS."""
-        return self.get_backend().tokenize(self.render(messages), add_bos=False, special=True)
+    def prompt_ids(self, messages: Sequence[MessageLikeRepresentation], **kwargs: Any) -> list[int]:
+        """Token ids of the rendered prompt (``kwargs`` as for :meth:`render`); ``<s>`` in the
+        text is the one BOS."""
+        prompt = self.render(messages, **kwargs)
+        return self.get_backend().tokenize(prompt, add_bos=False, special=True)
 
     def get_num_tokens(self, text: str) -> int:
         return self.count_tokens(text)

@@ -118,6 +118,10 @@ def test_a_tool_result_goes_back_into_the_conversation(chat: ChineseMixtralChat)
     args = json.dumps(call.tool_calls[0]["args"], ensure_ascii=False)
     assert f'{{"name": "add", "arguments": {args}}}</s>' in prompt
     assert f"Result of tool add ({call.tool_calls[0]['id']}):\n{result.content}" in prompt
+    # The tools' instructions count: the prompt the model reads, as rendered.
+    with_tools = chat.get_num_tokens_from_messages(conversation, tools=[add])
+    assert with_tools == len(chat.prompt_ids(conversation, tools=[add]))
+    assert with_tools > chat.get_num_tokens_from_messages(conversation) + 50
     answer = chat.bind_tools([add]).invoke(conversation)  # "auto": the model may answer
     assert isinstance(answer, AIMessage)
     assert answer.content or answer.tool_calls
