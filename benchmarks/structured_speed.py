@@ -7,8 +7,9 @@ same Chinese question answered greedily
 - with ``with_structured_output``'s grammar (a JSON Schema with bounded strings, an integer, an
   enum and a boolean, as the end-to-end tests use; llguidance on the local backends, the server's
   own grammar on ``openai``), and
-- free, for exactly as many new tokens as the constrained answer had (``max_tokens``), so both
-  decode the same number of tokens after the same prompt,
+- free, from the very same prompt (the schema's instructions written in as a system message)
+  for exactly as many new tokens as the constrained answer had (``max_tokens``), so that only
+  the grammar differs,
 
 on llama.cpp, transformers, and ``backend="openai"`` against llama-cpp-python's server on the same
 GGUF. Runs alternate (free, constrained, free, ...) in one process; the table gives the medians
@@ -31,9 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from chinese_mixtral_rag import ChineseMixtralChat
+from chinese_mixtral_rag.structured.prompts import schema_instructions
 from chinese_mixtral_rag.testing.servers import SERVER_N_CTX, llama_cpp_server
 from chinese_mixtral_rag.testing.tables import format_table
 from chinese_mixtral_rag.testing.tiny_model import SMALL, TINY, TinyModel, build_tiny_mixtral
@@ -51,13 +54,13 @@ class Person(BaseModel):
     active: bool
 
 
-def timed(chat: Any, **bound: Any) -> tuple[int, float, float]:
+def timed(chat: Any, messages: Sequence[BaseMessage], **bound: Any) -> tuple[int, float, float]:
     """(new tokens, decode seconds after the first chunk, seconds to the first chunk)."""
     model = chat.bind(**bound) if bound else chat
     start = time.perf_counter()
     first = last = 0.0
     final: Any = None
-    for chunk in model.stream(QUESTION):
+    for chunk in model.stream(messages):
         now = time.perf_counter()
         first = first or now
         last = now
@@ -69,12 +72,18 @@ def timed(chat: Any, **bound: Any) -> tuple[int, float, float]:
 def measure(chat: ChineseMixtralChat, runs: int) -> list[str]:
     schema = Person.model_json_schema()
     constrained = {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
-    tokens, _, _ = timed(chat, **constrained)  # warm-up: loads the model, builds the tables
+    question = [HumanMessage(QUESTION)]
+    # The free run reads the very prompt the constrained one does (the schema's instructions
+    # first), so that only the grammar differs: a longer prompt alone slows each step.
+    told = [SystemMessage(schema_instructions(schema)), HumanMessage(QUESTION)]
+    assert chat.render(told) == chat.render(question, **constrained)
+    tokens, _, _ = timed(chat, question, **constrained)  # warm-up: loads, builds the tables
     rates: dict[str, list[float]] = {"free": [], "grammar": []}
     firsts: dict[str, list[float]] = {"free": [], "grammar": []}
+    runs_of = (("free", told, {"max_tokens": tokens}), ("grammar", question, constrained))
     for _ in range(runs):
-        for kind, bound in (("free", {"max_tokens": tokens}), ("grammar", constrained)):
-            count, decode, first = timed(chat, **bound)
+        for kind, messages, bound in runs_of:
+            count, decode, first = timed(chat, messages, **bound)
             rates[kind].append((count - 1) / decode if decode > 0 else float("nan"))
             firsts[kind].append(first)
     free, grammar = statistics.median(rates["free"]), statistics.median(rates["grammar"])
