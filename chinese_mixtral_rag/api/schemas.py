@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ErrorDetail(BaseModel):
@@ -76,6 +76,23 @@ class ChatCompletionRequest(BaseModel):
         "the files in `sources`; chat: the model without documents (extension).",
     )
     k: int | None = Field(default=None, ge=1, le=200, description="Passages retrieved (extension).")
+    # Refused, not ignored: a client that asks for JSON or a call must not get prose silently.
+    tools: list[Any] | None = Field(default=None, description="Not supported (400).")
+    functions: list[Any] | None = Field(default=None, description="Not supported (400).")
+    response_format: dict[str, Any] | None = Field(
+        default=None, description='Only {"type": "text"}; others are refused (400).'
+    )
+
+    @model_validator(mode="after")
+    def _text_answers_only(self) -> ChatCompletionRequest:
+        shaped = self.response_format is not None and self.response_format.get("type") != "text"
+        if self.tools or self.functions or shaped:
+            raise ValueError(
+                "tools and response_format are not supported here: a knowledge base answers in "
+                "text with numbered sources. For JSON or tool calls, call the model server "
+                "itself, or use ChineseMixtralChat.with_structured_output / bind_tools in Python."
+            )
+        return self
 
 
 class Usage(BaseModel):

@@ -313,6 +313,14 @@ def test_bad_uploads_and_requests_are_clear_errors(server: str, client: Any, law
         )
     with pytest.raises(openai.BadRequestError, match="Invalid request"):
         client.chat.completions.create(model=laws, messages=[])
+    asked = [{"role": "user", "content": "居住权"}]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError, match="tools and response_format are not"):
+        client.chat.completions.create(model=laws, messages=asked, tools=[tool])
+    with pytest.raises(openai.BadRequestError, match="bind_tools in Python"):
+        client.chat.completions.create(
+            model=laws, messages=asked, response_format={"type": "json_object"}
+        )
     # nothing stored was lost
     listed = client.chat.completions.create(
         model=laws,
